@@ -1,0 +1,22 @@
+// Package roview serves read-only FUSE views of immutable snapshot trees:
+//
+//   - History, the .history directory of a VM's mount: each complete
+//     snapshot as NAME/{relpath}/..., showing only that VM's applications,
+//     plus a latest symlink;
+//   - AdminHistory, the all-VM history for administrators: NAME/{vm}/...;
+//   - RemoteView, the host-wide view a backup server pulls with rsync: the
+//     latest complete snapshot as {vm}/{relpath}/..., plus SHA256SUMS and
+//     SNAPSHOT.json, switching to a newer snapshot only between pulls.
+//
+// Snapshots never change once renamed into place, so every node under a
+// snapshot is served with long kernel cache timeouts, kept page caches and,
+// where the kernel has it, FUSE passthrough for reads. Each snapshot gets
+// its own inode numbers (the backing st_ino mixed with a per-snapshot salt),
+// so a hard link shared by two snapshots is two inodes here, and pruning one
+// snapshot never strands a node of another.
+//
+// The backing tree is never followed through a symlink: every path is
+// resolved with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV)
+// from a descriptor of the snapshot directory. Every mutating operation
+// answers EROFS.
+package roview

@@ -1,0 +1,379 @@
+package roview
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// Cache timeouts. Inside a snapshot nothing ever changes, so the kernel may
+// keep entries and attributes for as long as it likes; the lists of
+// snapshots and of a VM's applications change, so they are asked again
+// often.
+const (
+	immutableTimeout = 24 * time.Hour
+	listTimeout      = time.Second
+)
+
+// activity is told about every request and open handle of a tree; the
+// remote view uses it to switch snapshots only between pulls.
+type activity interface {
+	begin()
+	end()
+	opened()
+	released()
+}
+
+// tree is one snapshot's backing tree as seen through a view.
+type tree struct {
+	root *snapRoot
+	salt uint64
+	act  activity // nil: nobody is watching
+	log  *slog.Logger
+}
+
+func newTree(root *snapRoot, snapshot string, act activity, log *slog.Logger) *tree {
+	return &tree{root: root, salt: snapshotSalt(snapshot), act: act, log: log}
+}
+
+func (t *tree) enter() func() {
+	if t.act == nil {
+		return func() {}
+	}
+	t.act.begin()
+	return t.act.end
+}
+
+func (t *tree) opened() {
+	if t.act != nil {
+		t.act.opened()
+	}
+}
+
+func (t *tree) released() {
+	if t.act != nil {
+		t.act.released()
+	}
+}
+
+func (t *tree) errno(op, rel string, err error) syscall.Errno {
+	return toErrno(t.log, op+" "+rel, err)
+}
+
+// newChild makes the node for a backing entry rel with attributes st.
+func (t *tree) newChild(ctx context.Context, parent *fs.Inode, rel string, st *syscall.Stat_t, out *fuse.EntryOut, entryTimeout time.Duration) *fs.Inode {
+	out.Attr.FromStat(st)
+	out.SetEntryTimeout(entryTimeout)
+	out.SetAttrTimeout(immutableTimeout)
+	node := &roNode{t: t, rel: rel}
+	return parent.NewInode(ctx, node, fs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: backingIno(st, t.salt)})
+}
+
+// validName rejects what the kernel never sends in a lookup; a belt to the
+// braces of openat2's confinement.
+func validName(name string) bool {
+	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\x00")
+}
+
+// roNode is a read-only loopback node over one entry of an immutable
+// snapshot tree: a file, directory, symlink or special file.
+type roNode struct {
+	fs.Inode
+	readOnly
+	t   *tree
+	rel string // relative to the snapshot directory: NAME/vm/relpath/...
+}
+
+func (n *roNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	defer n.t.enter()()
+	if !validName(name) {
+		return nil, syscall.ENOENT
+	}
+	rel := n.rel + "/" + name
+	st, err := n.t.root.stat(rel)
+	if err != nil {
+		return nil, n.t.errno("lookup", rel, err)
+	}
+	return n.t.newChild(ctx, n.EmbeddedInode(), rel, &st, out, immutableTimeout), 0
+}
+
+func (n *roNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	defer n.t.enter()()
+	st, err := n.t.root.stat(n.rel)
+	if err != nil {
+		return n.t.errno("getattr", n.rel, err)
+	}
+	out.FromStat(&st)
+	out.SetTimeout(immutableTimeout)
+	return 0
+}
+
+func (n *roNode) Access(ctx context.Context, mask uint32) syscall.Errno {
+	defer n.t.enter()()
+	st, err := n.t.root.stat(n.rel)
+	if err != nil {
+		return n.t.errno("access", n.rel, err)
+	}
+	return access(ctx, mask, st.Mode, st.Uid, st.Gid)
+}
+
+func (n *roNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	defer n.t.enter()()
+	if openForWrite(flags) {
+		return nil, 0, syscall.EROFS
+	}
+	fd, err := n.t.root.open(n.rel, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOCTTY)
+	if err != nil {
+		return nil, 0, n.t.errno("open", n.rel, err)
+	}
+	n.t.opened()
+	// KEEP_CACHE: the content never changes. go-fuse drops the flag when
+	// it sets up kernel passthrough, which bypasses the page cache of this
+	// mount and reads the backing file's own.
+	return &roFile{fd: fd, t: n.t, rel: n.rel}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *roNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	defer n.t.enter()()
+	fd, err := n.t.root.open(n.rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if err != nil {
+		return nil, 0, n.t.errno("opendir", n.rel, err)
+	}
+	n.t.opened()
+	return &roDir{node: n, fd: fd}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *roNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	defer n.t.enter()()
+	fd, err := n.t.root.open(n.rel, unix.O_PATH|unix.O_NOFOLLOW)
+	if err != nil {
+		return nil, n.t.errno("readlink", n.rel, err)
+	}
+	defer unix.Close(fd)
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		l, err := unix.Readlinkat(fd, "", buf)
+		if err != nil {
+			return nil, n.t.errno("readlink", n.rel, err)
+		}
+		if l < size {
+			return buf[:l], 0
+		}
+	}
+}
+
+// withProcPath runs fn on a /proc/self/fd path of the node's backing
+// inode: the xattr calls have no descriptor-relative form that works on
+// an O_PATH descriptor, and a path would follow symlinks.
+func (n *roNode) withProcPath(op string, fn func(p string) (int, error)) (uint32, syscall.Errno) {
+	if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFLNK {
+		// Through /proc the symlink would be followed.
+		if op == "listxattr" {
+			return 0, 0
+		}
+		return 0, syscall.ENODATA
+	}
+	fd, err := n.t.root.open(n.rel, unix.O_PATH|unix.O_NOFOLLOW)
+	if err != nil {
+		return 0, n.t.errno(op, n.rel, err)
+	}
+	defer unix.Close(fd)
+	sz, err := fn(fmt.Sprintf("/proc/self/fd/%d", fd))
+	if err != nil {
+		return uint32(max(sz, 0)), n.t.errno(op, n.rel, err)
+	}
+	return uint32(sz), 0
+}
+
+func (n *roNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	defer n.t.enter()()
+	return n.withProcPath("getxattr", func(p string) (int, error) {
+		sz, err := unix.Getxattr(p, attr, dest)
+		if err == unix.ERANGE {
+			// go-fuse wants the size that would fit with ERANGE
+			if need, err2 := unix.Getxattr(p, attr, nil); err2 == nil {
+				return need, unix.ERANGE
+			}
+		}
+		return sz, err
+	})
+}
+
+func (n *roNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	defer n.t.enter()()
+	return n.withProcPath("listxattr", func(p string) (int, error) {
+		sz, err := unix.Listxattr(p, dest)
+		if err == unix.ERANGE {
+			if need, err2 := unix.Listxattr(p, nil); err2 == nil {
+				return need, unix.ERANGE
+			}
+		}
+		return sz, err
+	})
+}
+
+func (n *roNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	defer n.t.enter()()
+	return statfs(n.t.root, n.t.log, out)
+}
+
+func statfs(r *snapRoot, log *slog.Logger, out *fuse.StatfsOut) syscall.Errno {
+	fd, err := r.rootFd()
+	if err != nil {
+		return toErrno(log, "statfs", err)
+	}
+	var s syscall.Statfs_t
+	if err := syscall.Fstatfs(fd, &s); err != nil {
+		return toErrno(log, "statfs "+r.path, err)
+	}
+	out.FromStatfsT(&s)
+	return 0
+}
+
+// roFile is an open backing file. The kernel reads it directly when FUSE
+// passthrough is available; otherwise Read splices from it.
+type roFile struct {
+	fd  int
+	t   *tree
+	rel string
+
+	mu     sync.Mutex
+	closed bool
+}
+
+func (f *roFile) PassthroughFd() (int, bool) { return f.fd, true }
+
+func (f *roFile) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	defer f.t.enter()()
+	return fuse.ReadResultFd(uintptr(f.fd), off, len(dest)), 0
+}
+
+func (f *roFile) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	defer f.t.enter()()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(f.fd, &st); err != nil {
+		return f.t.errno("fstat", f.rel, err)
+	}
+	out.FromStat(&st)
+	out.SetTimeout(immutableTimeout)
+	return 0
+}
+
+func (f *roFile) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	defer f.t.enter()()
+	n, err := unix.Seek(f.fd, int64(off), int(whence))
+	if err != nil {
+		return 0, f.t.errno("lseek", f.rel, err)
+	}
+	return uint64(n), 0
+}
+
+func (f *roFile) Flush(ctx context.Context) syscall.Errno { return 0 }
+
+func (f *roFile) Release(ctx context.Context) syscall.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return syscall.EBADF
+	}
+	f.closed = true
+	unix.Close(f.fd)
+	f.t.released()
+	return 0
+}
+
+// roDir is an open backing directory. Entries are read on first use (with
+// FOPEN_CACHE_DIR the kernel often never asks) and served sorted.
+type roDir struct {
+	node *roNode
+	fd   int
+
+	mu     sync.Mutex
+	ents   []fuse.DirEntry
+	loaded bool
+	idx    int
+	closed bool
+}
+
+func (d *roDir) load() syscall.Errno {
+	if d.loaded {
+		return 0
+	}
+	ents, err := readDirFd(d.fd, d.node.t.root.full(d.node.rel))
+	if err != nil {
+		return d.node.t.errno("readdir", d.node.rel, err)
+	}
+	d.ents = make([]fuse.DirEntry, len(ents))
+	for i, e := range ents {
+		st := syscall.Stat_t{Ino: e.ino}
+		d.ents[i] = fuse.DirEntry{Name: e.name, Mode: e.mode, Ino: backingIno(&st, d.node.t.salt), Off: uint64(i + 1)}
+	}
+	d.loaded = true
+	return 0
+}
+
+func (d *roDir) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	defer d.node.t.enter()()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if errno := d.load(); errno != 0 {
+		return nil, errno
+	}
+	if d.idx >= len(d.ents) {
+		return nil, 0
+	}
+	e := d.ents[d.idx]
+	d.idx++
+	return &e, 0
+}
+
+func (d *roDir) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	defer d.node.t.enter()()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if errno := d.load(); errno != 0 {
+		return errno
+	}
+	if off > uint64(len(d.ents)) {
+		return syscall.EINVAL
+	}
+	d.idx = int(off)
+	return 0
+}
+
+// Lookup serves READDIRPLUS: one fstatat relative to the open directory,
+// not following a symlink.
+func (d *roDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	defer d.node.t.enter()()
+	rel := d.node.rel + "/" + name
+	if !validName(name) {
+		return nil, syscall.ENOENT
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, d.node.t.errno("lookup", rel, err)
+	}
+	// Both types are the kernel's struct stat, generated for this platform.
+	sst := (*syscall.Stat_t)(unsafe.Pointer(&st))
+	return d.node.t.newChild(ctx, d.node.EmbeddedInode(), rel, sst, out, immutableTimeout), 0
+}
+
+func (d *roDir) Releasedir(ctx context.Context, flags uint32) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return
+	}
+	d.closed = true
+	unix.Close(d.fd)
+	d.node.t.released()
+}
