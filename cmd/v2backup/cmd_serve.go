@@ -1,0 +1,252 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	iofs "io/fs"
+	"net"
+	"os"
+	"os/signal"
+	"sort"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+
+	"github.com/spf13/cobra"
+
+	"github.com/softxs/v2backup/catalog"
+	"github.com/softxs/v2backup/fusefs"
+	"github.com/softxs/v2backup/fusefs/roview"
+	"github.com/softxs/v2backup/tiers"
+	"github.com/softxs/v2backup/tiers/inventory"
+)
+
+type serveOptions struct {
+	Debug bool
+}
+
+func init() { commands = append(commands, newServeCommand) }
+
+func newServeCommand(g *globalOptions) *cobra.Command {
+	var o serveOptions
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the host daemon: mount every VM's backup directory and catalog what is written",
+		Long: `Mounts one FUSE filesystem per VM of this server (and one for the
+applications with no VM) at the mount points of the inventory, routes what
+the VM writes to {partition}/local/{vm}/{relpath}, and records every file in
+the catalog. Runs until SIGTERM or SIGINT, then unmounts and flushes the
+catalog. SIGHUP re-reads the inventory: new VMs are mounted, removed ones
+unmounted, moved applications rerouted; a broken inventory leaves the running
+one in place. A stale mount left by a crash is detached and mounted again.
+With NOTIFY_SOCKET set (systemd Type=notify) it reports READY=1 once every
+mount is up.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return runServe(cmd.Context(), g, o) },
+	}
+	c.Flags().BoolVar(&o.Debug, "debug-fuse", false, "trace the FUSE protocol")
+	return c
+}
+
+// daemon is the running host daemon: its mounts and the catalog behind them.
+type daemon struct {
+	g      *globalOptions
+	o      serveOptions
+	server tiers.Server
+	part   tiers.Partition
+	db     *catalog.DB
+	rec    *catalog.Recorder
+	mounts map[tiers.VM]*vmMount
+}
+
+type vmMount struct {
+	mountpoint string
+	m          *fusefs.Mount
+	relpaths   atomic.Pointer[[]string] // read by the .history node
+}
+
+func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
+	inv, server, err := g.inventoryAndServer()
+	if err != nil {
+		return err
+	}
+	if _, ok := inv.Server(server); !ok {
+		return usagef("server %s is not declared in %s (use --server)", server, inv.File)
+	}
+	d := &daemon{g: g, o: o, server: server, part: inv.Partition(server), mounts: map[tiers.VM]*vmMount{}}
+	if err := os.MkdirAll(d.part.LocalRoot(), 0o755); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	d.db, err = catalog.Open(inv.CatalogPath(server))
+	if err != nil {
+		return fmt.Errorf("serve: catalog: %w", err)
+	}
+	d.rec, err = catalog.NewRecorder(d.db, d.part.LocalRoot(), catalog.RecorderOptions{Logger: g.log})
+	if err != nil {
+		d.db.Close()
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer func() {
+		fctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := d.rec.Close(fctx); err != nil {
+			g.log.Error("flushing the catalog", "err", err)
+		}
+		if err := d.db.Close(); err != nil {
+			g.log.Error("closing the catalog", "err", err)
+		}
+	}()
+	defer d.unmountAll()
+
+	if err := d.apply(inv); err != nil {
+		return err
+	}
+	g.log.Info("serving", "server", server, "partition", d.part, "mounts", len(d.mounts))
+	sdNotify("READY=1")
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			g.log.Info("shutting down")
+			sdNotify("STOPPING=1")
+			return nil
+		case <-hup:
+			g.log.Info("SIGHUP: reloading inventory", "file", g.Config)
+			sdNotify("RELOADING=1")
+			next, err := g.loadInventory()
+			if err != nil {
+				g.log.Error("reload failed; keeping the running inventory", "err", err)
+			} else if err := d.apply(next); err != nil {
+				g.log.Error("reload applied partly", "err", err)
+			}
+			sdNotify("READY=1")
+		}
+	}
+}
+
+// apply makes the mounts match the inventory: new VMs mounted, removed ones
+// unmounted, the others rerouted to their current applications.
+func (d *daemon) apply(inv *inventory.Inventory) error {
+	want := map[tiers.VM]string{} // vm -> mountpoint
+	for _, vm := range inv.VMsOn(d.server) {
+		if vm.Export == inventory.ExportFUSE || vm.Export == inventory.ExportBoth {
+			want[vm.Name] = vm.Mount
+		}
+	}
+	if apps := inv.AppsOn(d.server, tiers.NoVM); len(apps) > 0 {
+		srv, _ := inv.Server(d.server)
+		want[tiers.NoVM] = srv.HostMount
+	}
+	var errs []error
+	for _, vm := range sortedVMs(d.mounts) {
+		mp, ok := want[vm]
+		if ok && mp == d.mounts[vm].mountpoint {
+			continue
+		}
+		d.g.log.Info("unmounting", "vm", vm, "mountpoint", d.mounts[vm].mountpoint)
+		if err := d.mounts[vm].m.Unmount(); err != nil {
+			errs = append(errs, fmt.Errorf("vm %s: unmount %s: %w", vm, d.mounts[vm].mountpoint, err))
+			continue
+		}
+		delete(d.mounts, vm)
+	}
+	for _, vm := range sortedVMs(want) {
+		apps := fuseApps(inv.AppsOn(d.server, vm))
+		rels := relpathsOf(apps)
+		if cur, ok := d.mounts[vm]; ok {
+			if err := cur.m.SetApps(apps); err != nil {
+				errs = append(errs, fmt.Errorf("vm %s: reroute: %w", vm, err))
+				continue
+			}
+			cur.relpaths.Store(&rels)
+			continue
+		}
+		mp := want[vm]
+		if err := prepareMountpoint(mp); err != nil {
+			errs = append(errs, fmt.Errorf("vm %s: %w", vm, err))
+			continue
+		}
+		vmm := &vmMount{mountpoint: mp}
+		vmm.relpaths.Store(&rels)
+		history := roview.NewHistory(d.part.SnapshotDir(tiers.Local), string(vm), func() []string { return *vmm.relpaths.Load() })
+		m, err := fusefs.MountVM(mp, fusefs.Config{
+			VM: string(vm), LocalRoot: d.part.LocalRoot(), Apps: apps,
+			Recorder: d.rec, Logger: d.g.log, Debug: d.o.Debug,
+			Extra: map[string]fs.InodeEmbedder{".history": history},
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("vm %s: mount %s: %w", vm, mp, err))
+			continue
+		}
+		vmm.m = m
+		d.mounts[vm] = vmm
+	}
+	return errors.Join(errs...)
+}
+
+func (d *daemon) unmountAll() {
+	for _, vm := range sortedVMs(d.mounts) {
+		if err := d.mounts[vm].m.Unmount(); err != nil {
+			d.g.log.Error("unmount", "vm", vm, "err", err)
+		}
+		delete(d.mounts, vm)
+	}
+}
+
+// prepareMountpoint creates a missing mount point, or detaches a stale
+// mount a crashed daemon left there.
+func prepareMountpoint(mp string) error {
+	if _, err := os.Lstat(mp); errors.Is(err, iofs.ErrNotExist) {
+		return os.MkdirAll(mp, 0o755)
+	}
+	return fusefs.RecoverStale(mp)
+}
+
+func fuseApps(apps []inventory.App) []fusefs.App {
+	out := make([]fusefs.App, len(apps))
+	for i, a := range apps {
+		out[i] = fusefs.App{Name: a.Name, Relpath: string(a.Relpath)}
+	}
+	return out
+}
+
+func relpathsOf(apps []fusefs.App) []string {
+	out := make([]string, len(apps))
+	for i, a := range apps {
+		out[i] = a.Relpath
+	}
+	return out
+}
+
+func sortedVMs[V any](m map[tiers.VM]V) []tiers.VM {
+	vms := make([]tiers.VM, 0, len(m))
+	for vm := range m {
+		vms = append(vms, vm)
+	}
+	sort.Slice(vms, func(i, j int) bool { return vms[i] < vms[j] })
+	return vms
+}
+
+// sdNotify tells systemd (Type=notify) or a test harness about our state;
+// a no-op without NOTIFY_SOCKET.
+func sdNotify(state string) {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return
+	}
+	if path[0] == '@' {
+		path = "\x00" + path[1:]
+	}
+	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	conn.Write([]byte(state))
+}
