@@ -1,0 +1,63 @@
+package fusefs
+
+import "github.com/hanwen/go-fuse/v2/fs"
+
+// The operations each node type implements, checked at compile time: a
+// missing method would silently fall back to go-fuse's defaults.
+var (
+	_ fs.NodeOnAdder       = (*synthDir)(nil)
+	_ fs.NodeGetattrer     = (*synthDir)(nil)
+	_ fs.NodeLookuper      = (*synthDir)(nil)
+	_ fs.NodeReaddirer     = (*synthDir)(nil)
+	_ fs.NodeStatfser      = (*synthDir)(nil)
+	_ fs.NodeSetattrer     = (*synthDir)(nil)
+	_ fs.NodeCreater       = (*synthDir)(nil)
+	_ fs.NodeMkdirer       = (*synthDir)(nil)
+	_ fs.NodeMknoder       = (*synthDir)(nil)
+	_ fs.NodeSymlinker     = (*synthDir)(nil)
+	_ fs.NodeLinker        = (*synthDir)(nil)
+	_ fs.NodeUnlinker      = (*synthDir)(nil)
+	_ fs.NodeRmdirer       = (*synthDir)(nil)
+	_ fs.NodeRenamer       = (*synthDir)(nil)
+	_ fs.NodeGetxattrer    = (*synthDir)(nil)
+	_ fs.NodeSetxattrer    = (*synthDir)(nil)
+	_ fs.NodeRemovexattrer = (*synthDir)(nil)
+	_ fs.NodeListxattrer   = (*synthDir)(nil)
+
+	_ fs.NodeLookuper       = (*node)(nil)
+	_ fs.NodeReaddirer      = (*node)(nil)
+	_ fs.NodeOpendirHandler = (*node)(nil)
+	_ fs.NodeGetattrer      = (*node)(nil)
+	_ fs.NodeSetattrer      = (*node)(nil)
+	_ fs.NodeCreater        = (*node)(nil)
+	_ fs.NodeOpener         = (*node)(nil)
+	_ fs.NodeMkdirer        = (*node)(nil)
+	_ fs.NodeMknoder        = (*node)(nil)
+	_ fs.NodeSymlinker      = (*node)(nil)
+	_ fs.NodeLinker         = (*node)(nil)
+	_ fs.NodeReadlinker     = (*node)(nil)
+	_ fs.NodeUnlinker       = (*node)(nil)
+	_ fs.NodeRmdirer        = (*node)(nil)
+	_ fs.NodeRenamer        = (*node)(nil)
+	_ fs.NodeStatfser       = (*node)(nil)
+	_ fs.NodeGetxattrer     = (*node)(nil)
+	_ fs.NodeSetxattrer     = (*node)(nil)
+	_ fs.NodeRemovexattrer  = (*node)(nil)
+	_ fs.NodeListxattrer    = (*node)(nil)
+
+	_ fs.FileReader    = (*file)(nil)
+	_ fs.FileWriter    = (*file)(nil)
+	_ fs.FileFlusher   = (*file)(nil)
+	_ fs.FileFsyncer   = (*file)(nil)
+	_ fs.FileGetattrer = (*file)(nil)
+	_ fs.FileLseeker   = (*file)(nil)
+	_ fs.FileAllocater = (*file)(nil)
+	_ fs.FileReleaser  = (*file)(nil)
+
+	_ fs.FileReaddirenter = (*dirHandle)(nil)
+	_ fs.FileSeekdirer    = (*dirHandle)(nil)
+	_ fs.FileReleasedirer = (*dirHandle)(nil)
+
+	_ fs.FilePassthroughFder = (*ptFile)(nil)
+	_ fs.FileReleaser        = (*ptFile)(nil)
+)
