@@ -11,7 +11,10 @@ import (
 	"github.com/softxs/v2backup/tiers"
 )
 
-// Inventory is a loaded, validated inventory file.
+// Inventory is a loaded, validated inventory file, with every default
+// filled in (each documented at its field). The file's tables are [site],
+// [[server]], [[vm]], [[app]] and [[backup_server]]; an unknown key anywhere
+// is an error.
 type Inventory struct {
 	// File is the path it was loaded from, for messages.
 	File string `toml:"-"`
@@ -27,15 +30,17 @@ type Inventory struct {
 type Site struct {
 	// Name of the site, shown in status output.
 	Name string `toml:"name"`
-	// Partition is the backup partition, typically /v01/backup.
+	// Partition is the backup partition, typically /v01/backup. Required.
 	Partition tiers.Partition `toml:"partition"`
 	// History is the directory of history files; default {partition}/history.
 	History string `toml:"history"`
 	// Catalog is the SQLite catalog; default {partition}/.v2backup/catalog.db.
 	Catalog string `toml:"catalog"`
-	// Snapshot says when the nightly snapshot runs.
+	// Snapshot says when the nightly snapshot runs; each key left out takes
+	// its default: time 05:00, quiet 15m, deadline 2h.
 	Snapshot SnapshotSchedule `toml:"snapshot"`
-	// Retention says how many snapshots of each kind to keep.
+	// Retention says how many snapshots of each kind to keep; default 7
+	// nightly, 4 weekly, 6 monthly when all three are left out (or 0).
 	Retention Retention `toml:"retention"`
 	// Expect holds the default expectations for every application.
 	Expect Expect `toml:"expect"`
@@ -53,7 +58,8 @@ type SnapshotSchedule struct {
 	Deadline Duration `toml:"deadline"`
 }
 
-// Retention is how many snapshots to keep (like rsnapshot's intervals).
+// Retention is how many snapshots to keep (like rsnapshot's intervals). No
+// count may be negative.
 type Retention struct {
 	Nightly int `toml:"nightly"`
 	Weekly  int `toml:"weekly"`
@@ -61,7 +67,7 @@ type Retention struct {
 }
 
 // Expect is what a good night's backup of an application looks like.
-// Zero values mean "no expectation".
+// Zero values mean "no expectation"; counts may not be negative.
 type Expect struct {
 	// FinishedBy is the time of day the backup must have finished.
 	FinishedBy Clock `toml:"finished_by"`
@@ -76,7 +82,11 @@ type Expect struct {
 }
 
 // Server is a host that runs VMs (and perhaps applications with no VM).
+// No two of its mount points (its VMs' mounts, host_mount, remote_view,
+// history_mount, defaults included) may be the same or lie one inside
+// another, and no two of its VMs may share a socket.
 type Server struct {
+	// Name is the host's FQDN. Required, unique among servers.
 	Name tiers.Server `toml:"name"`
 	// Partition overrides the site's partition on this host.
 	Partition tiers.Partition `toml:"partition"`
@@ -109,14 +119,18 @@ const (
 
 // VM is a virtual machine on a server.
 type VM struct {
-	Name   tiers.VM     `toml:"name"`
+	// Name is required and unique on its server; tiers.NoVM ("_host") is
+	// reserved for applications with no VM and may not be declared.
+	Name tiers.VM `toml:"name"`
+	// Server is the declared [[server]] that runs it. Required.
 	Server tiers.Server `toml:"server"`
 	// Mount is where the host mounts the VM's backup directory; default
 	// /srv/v2backup/{vm}.
 	Mount string `toml:"mount"`
 	// Export is fuse (default), virtiofs or both.
 	Export Export `toml:"export"`
-	// Socket is the vhost-user-fs socket; default /run/v2backup/{vm}.sock.
+	// Socket is the vhost-user-fs socket (export virtiofs or both); default
+	// /run/v2backup/{vm}.sock.
 	Socket string `toml:"socket"`
 	// GuestDir is the well-known directory inside the VM; default /backup.
 	GuestDir string `toml:"guest_dir"`
@@ -142,16 +156,24 @@ var AppTypes = []AppType{TypeRails, TypeDrawMGT, TypeMoinMoin, TypeGit, TypeCVS,
 
 // App is one application: a row of the seed's summary table.
 type App struct {
-	Name        string       `toml:"name"`
-	Description string       `toml:"description"`
-	Server      tiers.Server `toml:"server"`
-	// VM is the VM it runs in; empty in the file means no VM (tiers.NoVM).
+	// Name is the short name of command lines and history files
+	// (tiers.ParseAppName). Required, unique in the file.
+	Name        string `toml:"name"`
+	Description string `toml:"description"`
+	// Server is the declared [[server]] it runs on. Required.
+	Server tiers.Server `toml:"server"`
+	// VM is the VM it runs in, declared on Server; left out in the file
+	// means no VM, and the loader sets tiers.NoVM.
 	VM tiers.VM `toml:"vm"`
-	// Path is where the application lives on its VM or server.
-	Path    string        `toml:"path"`
+	// Path is where the application lives on its VM or server (absolute).
+	Path string `toml:"path"`
+	// Relpath is required; no two applications of one server and VM may
+	// have the same relpath or one inside the other's.
 	Relpath tiers.Relpath `toml:"relpath"`
-	Type    AppType       `toml:"type"`
-	// Status is the seed's status column (e.g. "open", "closed").
+	// Type is required: one of AppTypes.
+	Type AppType `toml:"type"`
+	// Status is the seed's status column (e.g. "open", "closed"); default
+	// "open".
 	Status string `toml:"status"`
 	// Schedule is the time of day its nightly job runs, e.g. "02:30".
 	Schedule Clock `toml:"schedule"`
@@ -164,19 +186,24 @@ type App struct {
 	// Files lists paths (relative to Path, or absolute) and exclude
 	// patterns, for type files or in addition to a type's own.
 	Files *Files `toml:"files"`
-	// Expect overrides the site's expectations field by field.
+	// Expect overrides the site's expectations field by field: a field
+	// left out (or zero) keeps the site's (see Inventory.ExpectFor).
 	Expect *Expect `toml:"expect"`
 }
 
 // Database is how a job reaches an application's database.
 type Database struct {
-	// Adapter is "mysql" (MariaDB/MySQL) or "postgresql".
+	// Adapter is "mysql" (MariaDB/MySQL) or "postgresql"; empty: what the
+	// application's own configuration says. Every field set here overrides
+	// that configuration.
 	Adapter string `toml:"adapter"`
 	Name    string `toml:"name"`
 	Host    string `toml:"host"`
-	Port    int    `toml:"port"`
-	Socket  string `toml:"socket"`
-	User    string `toml:"user"`
+	// Port is 1-65535; 0 or absent: the adapter's default.
+	Port int `toml:"port"`
+	// Socket is the server's absolute Unix socket path, instead of Host.
+	Socket string `toml:"socket"`
+	User   string `toml:"user"`
 	// PasswordFile holds the password; it never goes on a command line.
 	PasswordFile string `toml:"password_file"`
 }
@@ -187,21 +214,27 @@ type Files struct {
 	Exclude []string `toml:"exclude"`
 }
 
-// BackupServer pulls the local tiers of hosts into its remote tier.
+// BackupServer pulls the local tiers of hosts into its remote tier. A
+// machine may be both a [[server]] and a [[backup_server]]; then it has one
+// partition.
 type BackupServer struct {
+	// Name is the FQDN. Required, unique among backup servers.
 	Name tiers.Server `toml:"name"`
 	// Partition overrides the site's partition on this backup server.
 	Partition tiers.Partition `toml:"partition"`
-	// Pulls lists the hosts it pulls, by server name.
+	// Pulls lists the hosts it pulls, by the name of a declared [[server]],
+	// each once.
 	Pulls []tiers.Server `toml:"pulls"`
 	// Parallel is how many hosts it pulls at once; default 1.
 	Parallel int `toml:"parallel"`
 	// Identity is the ssh private key; KnownHosts the host keys it trusts.
+	// Both absolute paths; empty: ssh's own defaults.
 	Identity   string `toml:"identity"`
 	KnownHosts string `toml:"known_hosts"`
 	// RsyncOptions are added to every pull's rsync command line.
 	RsyncOptions []string `toml:"rsync_options"`
-	// Retention overrides the site's retention for the remote tier.
+	// Retention overrides the site's retention for the remote tier; absent:
+	// the site's (see Inventory.RetentionOf).
 	Retention *Retention `toml:"retention"`
 	// Listen is the local address of /metrics and the status page.
 	Listen string `toml:"listen"`
@@ -227,6 +260,7 @@ func (c *Clock) UnmarshalText(b []byte) error {
 // MarshalText writes "HH:MM".
 func (c Clock) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
 
+// String writes "HH:MM", or "" when the clock is unset.
 func (c Clock) String() string {
 	if !c.Set {
 		return ""
@@ -272,6 +306,7 @@ type Error struct {
 	Reason       string
 }
 
+// Error is "file:line:column: field: reason", leaving out what is unknown.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
@@ -288,6 +323,7 @@ func (e *Error) Error() string {
 // Errors is every problem found in one file, in file order.
 type Errors []*Error
 
+// Error is one line per problem.
 func (es Errors) Error() string {
 	lines := make([]string, len(es))
 	for i, e := range es {
