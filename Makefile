@@ -34,8 +34,9 @@ demo: deps build
 bench: deps build
 	@mkdir -p bench/results
 	$(GO) run ./bench/catalog | tee bench/results/catalog.txt
-	@if [ -d bench/snapshot ]; then $(GO) run ./bench/snapshot | tee bench/results/snapshot.txt; fi
-	@if [ -d bench/fuse ]; then $(GO) run ./bench/fuse | tee bench/results/fuse.txt; fi
+	$(GO) run ./bench/snapshot | tee bench/results/snapshot.txt
+	$(GO) run ./bench/fuse -json bench/results/fuse.json | tee bench/results/fuse.txt
+	$(GO) run ./bench/remoteview | tee bench/results/remoteview.txt
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/v2backup

@@ -198,6 +198,19 @@ func (d *daemon) waitFor(state string, timeout time.Duration) error {
 	}
 }
 
+// waitLog polls the daemon's log for a line containing substr: the log and
+// the notify socket are separate channels, so READY=1 may arrive first.
+func (d *daemon) waitLog(t *testing.T, substr string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(d.log.String(), substr) {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon never logged %q", substr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // stop sends SIGTERM and waits; SIGKILL after 60 s.
 func (d *daemon) stop(t *testing.T) error {
 	if d.cmd.ProcessState != nil {

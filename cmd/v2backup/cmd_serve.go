@@ -9,17 +9,20 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/spf13/cobra"
 
 	"github.com/softxs/v2backup/catalog"
 	"github.com/softxs/v2backup/fusefs"
 	"github.com/softxs/v2backup/fusefs/roview"
+	"github.com/softxs/v2backup/jobs/nightly"
 	"github.com/softxs/v2backup/tiers"
 	"github.com/softxs/v2backup/tiers/inventory"
 )
@@ -59,7 +62,13 @@ type daemon struct {
 	part   tiers.Partition
 	db     *catalog.DB
 	rec    *catalog.Recorder
+	runs   *jobRuns
 	mounts map[tiers.VM]*vmMount
+	view   *roview.RemoteView
+	admin  *fuse.Server
+
+	cur        atomic.Pointer[inventory.Inventory] // the inventory in force
+	reschedule chan struct{}
 }
 
 type vmMount struct {
@@ -69,6 +78,10 @@ type vmMount struct {
 }
 
 func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
+	// Before anything else: a SIGHUP must never kill a starting daemon.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	inv, server, err := g.inventoryAndServer()
 	if err != nil {
 		return err
@@ -89,7 +102,11 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		d.db.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
+	d.runs = newJobRuns(d.rec, d.db, d.part.LocalRoot(), g.log)
+	var background sync.WaitGroup
 	defer func() {
+		background.Wait()
+		d.runs.Close()
 		fctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		if err := d.rec.Close(fctx); err != nil {
@@ -101,15 +118,41 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 	}()
 	defer d.unmountAll()
 
+	if err := d.db.UpsertApplications(ctx, catalogApps(inv)); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
 	if err := d.apply(inv); err != nil {
 		return err
 	}
+	if why := d.rec.Dirty(); why != "" {
+		// A crash or dropped events: bring the catalog back in line with
+		// the disk while serving.
+		g.log.Warn("the catalog may be out of step with the disk; rescanning in the background", "why", why)
+		background.Add(1)
+		go func() {
+			defer background.Done()
+			st, err := d.rec.Rescan(ctx, catalog.RescanOptions{AppOf: appAttributor(inv, server), Logger: g.log})
+			if err != nil {
+				g.log.Error("background rescan", "err", err)
+				return
+			}
+			g.log.Info("background rescan done", "files", st.Files, "hashed", st.Hashed, "added", st.Added, "updated", st.Updated, "removed", st.Removed)
+		}()
+	}
+	d.cur.Store(inv)
+	if err := d.mountViews(inv); err != nil {
+		return err
+	}
+	defer d.unmountViews()
+	d.reschedule = make(chan struct{}, 1)
+	background.Add(1)
+	go func() {
+		defer background.Done()
+		d.nightlyLoop(ctx)
+	}()
 	g.log.Info("serving", "server", server, "partition", d.part, "mounts", len(d.mounts))
 	sdNotify("READY=1")
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	for {
 		select {
 		case <-ctx.Done():
@@ -122,8 +165,15 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 			next, err := g.loadInventory()
 			if err != nil {
 				g.log.Error("reload failed; keeping the running inventory", "err", err)
-			} else if err := d.apply(next); err != nil {
-				g.log.Error("reload applied partly", "err", err)
+			} else {
+				if err := d.apply(next); err != nil {
+					g.log.Error("reload applied partly", "err", err)
+				}
+				d.cur.Store(next)
+				select {
+				case d.reschedule <- struct{}{}:
+				default:
+				}
 			}
 			sdNotify("READY=1")
 		}
@@ -177,7 +227,7 @@ func (d *daemon) apply(inv *inventory.Inventory) error {
 		history := roview.NewHistory(d.part.SnapshotDir(tiers.Local), string(vm), func() []string { return *vmm.relpaths.Load() })
 		m, err := fusefs.MountVM(mp, fusefs.Config{
 			VM: string(vm), LocalRoot: d.part.LocalRoot(), Apps: apps,
-			Recorder: d.rec, Logger: d.g.log, Debug: d.o.Debug,
+			Recorder: d.runs, Logger: d.g.log, Debug: d.o.Debug,
 			Extra: map[string]fs.InodeEmbedder{".history": history},
 		})
 		if err != nil {
@@ -188,6 +238,120 @@ func (d *daemon) apply(inv *inventory.Inventory) error {
 		d.mounts[vm] = vmm
 	}
 	return errors.Join(errs...)
+}
+
+// mountViews mounts the read-only remote view that backup servers pull
+// (the latest complete snapshot, with SHA256SUMS) and, if configured, the
+// all-VM history for administrators.
+func (d *daemon) mountViews(inv *inventory.Inventory) error {
+	srv, _ := inv.Server(d.server)
+	snapDir := d.part.SnapshotDir(tiers.Local)
+	if err := os.MkdirAll(snapDir, 0o755); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	if err := prepareMountpoint(srv.RemoteView); err != nil {
+		return fmt.Errorf("serve: remote view: %w", err)
+	}
+	view, err := roview.MountRemoteView(srv.RemoteView, roview.RemoteOptions{
+		SnapDir: snapDir, Server: string(d.server), Manifest: d.manifest,
+		StateDir: d.part.StateDir(), AllowOther: true, Logger: d.g.log.With("view", "remote"),
+	})
+	if err != nil {
+		return fmt.Errorf("serve: remote view at %s: %w", srv.RemoteView, err)
+	}
+	d.view = view
+	d.g.log.Info("remote view mounted", "mountpoint", srv.RemoteView, "snapshot", view.Snapshot())
+	if srv.HistoryMount != "" {
+		if err := prepareMountpoint(srv.HistoryMount); err != nil {
+			return fmt.Errorf("serve: history mount: %w", err)
+		}
+		if d.admin, err = roview.MountAdmin(srv.HistoryMount, snapDir); err != nil {
+			return fmt.Errorf("serve: history mount at %s: %w", srv.HistoryMount, err)
+		}
+		d.g.log.Info("history mounted", "mountpoint", srv.HistoryMount)
+	}
+	return nil
+}
+
+func (d *daemon) unmountViews() {
+	if d.view != nil {
+		if err := d.view.Unmount(); err != nil {
+			d.g.log.Error("unmount remote view", "err", err)
+		}
+	}
+	if d.admin != nil {
+		if err := d.admin.Unmount(); err != nil {
+			d.g.log.Error("unmount history", "err", err)
+		}
+	}
+}
+
+// manifest gives the remote view a snapshot's files and hashes from the
+// catalog, so SHA256SUMS costs no reading.
+func (d *daemon) manifest(name string) ([]roview.ManifestEntry, error) {
+	ctx := context.Background()
+	snap, err := d.db.SnapshotByName(ctx, tiers.Local, string(d.server), name)
+	if err != nil {
+		return nil, err
+	}
+	var out []roview.ManifestEntry
+	err = d.db.WalkManifest(ctx, snap.ID, "", func(e catalog.ManifestEntry) error {
+		if e.SHA256 == "" {
+			return fmt.Errorf("snapshot %s: %s has no hash in the catalog", name, e.Path)
+		}
+		out = append(out, roview.ManifestEntry{Path: e.Path, SHA256: e.SHA256, Size: e.Size})
+		return nil
+	})
+	return out, err
+}
+
+// nightlyLoop takes the nightly snapshot at the inventory's time: it waits
+// for the night's backups until the deadline, snapshots, writes history
+// files, applies retention and purges pruned snapshots at idle priority.
+func (d *daemon) nightlyLoop(ctx context.Context) {
+	for {
+		inv := d.cur.Load()
+		at := inv.Site.Snapshot.Time
+		next := at.Next(time.Now())
+		d.g.log.Info("next nightly snapshot", "at", next.Format(time.DateTime))
+		timer := time.NewTimer(time.Until(next))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return
+		case <-d.reschedule:
+			timer.Stop()
+			continue
+		case <-timer.C:
+		}
+		d.runNightly(ctx, d.cur.Load())
+	}
+}
+
+func (d *daemon) runNightly(ctx context.Context, inv *inventory.Inventory) {
+	start := time.Now()
+	d.g.log.Info("nightly snapshot: waiting for the night's backups", "deadline", start.Add(inv.Site.Snapshot.Deadline.Duration).Format(time.DateTime))
+	if err := d.rec.Flush(ctx); err != nil {
+		d.g.log.Warn("nightly snapshot: catalog flush", "err", err)
+	}
+	rep, err := nightly.Run(ctx, nightly.Options{Inv: inv, Server: d.server, Tier: tiers.Local, DB: d.db, Wait: true, Logger: d.g.log})
+	if rep != nil {
+		for _, a := range rep.Apps {
+			d.g.log.Info("nightly snapshot", "snapshot", rep.Snapshot, "app", a.App, "state", a.State, "files", a.Files, "bytes", a.Bytes, "why", a.Why)
+		}
+	}
+	if err != nil {
+		d.g.log.Error("nightly snapshot failed", "err", err)
+		return
+	}
+	if _, err := d.view.Refresh(); err != nil {
+		d.g.log.Warn("remote view: switching to the new snapshot", "err", err)
+	}
+	if purged, err := nightly.Purge(ctx, inv, d.server, tiers.Local); err != nil {
+		d.g.log.Error("purging pruned snapshots", "err", err)
+	} else if len(purged) > 0 {
+		d.g.log.Info("purged pruned snapshots", "snapshots", purged)
+	}
 }
 
 func (d *daemon) unmountAll() {

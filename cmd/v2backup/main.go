@@ -101,7 +101,12 @@ Every host reads the same inventory (--config) and acts on its own rows
 		SilenceErrors:     true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			level := slog.LevelInfo
+			// The daemon logs what it does; a command prints its result
+			// and logs only warnings unless -v.
+			level := slog.LevelWarn
+			if cmd.Name() == "serve" {
+				level = slog.LevelInfo
+			}
 			if g.Verbose {
 				level = slog.LevelDebug
 			}

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# make demo: the whole story on one machine, in a throw-away directory.
+#
+#  1. a throw-away partition (a loop-mounted ext4 image) as /v01/backup
+#  2. an inventory with the seed's host zg-3.softxs.ch, VMs web and intern
+#  3. the host daemon: one FUSE mount per VM, the remote view
+#  4. real application backups through the mounts: a Capistrano Rails app
+#     with its MariaDB database, git repositories, plain files, and one
+#     backup that fails on purpose
+#  5. a snapshot, browsed through the VM's .history, and verified
+#  6. status
+#
+# Everything is cleaned up at the end, also on failure or Ctrl-C.
+set -euo pipefail
+
+BIN=$(realpath "${1:-bin/v2backup}")
+D=$(mktemp -d /tmp/v2backup-demo.XXXXXX)
+P=$D/v01/backup
+DAEMON=""
+MARIADB=""
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+cleanup() {
+	set +e
+	if [ -n "$DAEMON" ]; then kill -TERM "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null; fi
+	if [ -n "$MARIADB" ]; then kill -TERM "$MARIADB" 2>/dev/null; wait "$MARIADB" 2>/dev/null; fi
+	for m in $(grep -o " $D[^ ]*" /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null; done
+	rm -rf "$D"
+}
+trap cleanup EXIT
+
+step "1. a throw-away partition"
+truncate -s 2G "$D/partition.img"
+mkfs.ext4 -q -F "$D/partition.img"
+mkdir -p "$P"
+if mount -o loop "$D/partition.img" "$P" 2>/dev/null; then
+	df -h "$P" | tail -1
+else
+	echo "(no loop devices here: using a plain directory as the partition)"
+fi
+
+step "2. the applications and their database server"
+# MariaDB in the demo directory, on a socket, no network.
+mkdir -p "$D/mysql"
+mariadb-install-db --no-defaults --datadir="$D/mysql/data" --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
+mariadbd --no-defaults --datadir="$D/mysql/data" --socket="$D/mysql/sock" --skip-networking --user=root \
+	--pid-file="$D/mysql/pid" --log-error="$D/mysql/err.log" &
+MARIADB=$!
+for _ in $(seq 100); do [ -S "$D/mysql/sock" ] && break; sleep 0.1; done
+mariadb --no-defaults -S "$D/mysql/sock" -u root <<'SQL'
+CREATE DATABASE hydro_production;
+CREATE USER hydro@localhost IDENTIFIED BY 'hydro-secret';
+GRANT ALL ON hydro_production.* TO hydro@localhost;
+USE hydro_production;
+CREATE TABLE measurements (id INT PRIMARY KEY AUTO_INCREMENT, station VARCHAR(40), level_cm INT, taken DATETIME);
+INSERT INTO measurements (station, level_cm, taken) VALUES ('Rhein Basel', 512, NOW()), ('Aare Bern', 231, NOW()), ('Limmat Zurich', 118, NOW());
+SQL
+echo "MariaDB on $D/mysql/sock with hydro_production (3 rows)"
+
+# A Capistrano deployment: releases/, current -> releases/..., shared/ with
+# log and pids (left out of backups) and var -> the data directory on the HD.
+H=$D/apps/home/v2/rails/demo.softxs.ch/hydro
+mkdir -p "$H/releases/20261101120000/config" "$H/releases/20261115093000/config" "$H/releases/20261115093000/app/models" \
+	"$H/shared/log" "$H/shared/pids" "$D/apps/v01/rails/data/demo.softxs.ch/hydro/var/file_assets/2026/11"
+ln -s "$H/releases/20261115093000" "$H/current"
+ln -s "$D/apps/v01/rails/data/demo.softxs.ch/hydro/var" "$H/shared/var"
+cat > "$H/releases/20261115093000/config/database.yml" <<YML
+production:
+  adapter: mysql2
+  database: hydro_production
+  username: hydro
+  password: hydro-secret
+  socket: $D/mysql/sock
+YML
+cp "$H/releases/20261115093000/config/database.yml" "$H/releases/20261101120000/config/"
+echo "class Measurement < ApplicationRecord; end" > "$H/releases/20261115093000/app/models/measurement.rb"
+echo "started" > "$H/shared/log/production.log"
+head -c 300000 /dev/urandom > "$D/apps/v01/rails/data/demo.softxs.ch/hydro/var/file_assets/2026/11/gauge-photo.jpg"
+# Git repositories of the tracking system.
+G=$D/apps/home/v2/git/intern.softxs.ch
+for repo in tracking docs; do
+	git init -q -b main "$G/$repo.git" && git -C "$G/$repo.git" -c user.name=demo -c user.email=demo@softxs.ch commit -q --allow-empty -m "first commit of $repo"
+	git -C "$G/$repo.git" tag v1.0
+done
+# The web site's files.
+W=$D/apps/home/v2/www
+mkdir -p "$W" && cp -a /usr/local/go/src/net/http "$W/"
+echo "applications under $D/apps"
+
+cat > "$D/v2backup.toml" <<TOML
+[site]
+name = "softxs (demo)"
+partition = "$P"
+
+[site.snapshot]
+time = "05:00"
+quiet = "1s"
+deadline = "10m"
+
+[[server]]
+name = "zg-3.softxs.ch"
+remote_view = "$D/view"
+history_mount = "$D/history"
+host_mount = "$D/mnt/_host"
+
+[[vm]]
+name = "web"
+server = "zg-3.softxs.ch"
+mount = "$D/mnt/web"
+
+[[vm]]
+name = "intern"
+server = "zg-3.softxs.ch"
+mount = "$D/mnt/intern"
+
+[[app]]
+name = "hydro"
+description = "Hydro Demo"
+server = "zg-3.softxs.ch"
+vm = "web"
+path = "$H"
+relpath = "demo.softxs.ch/hydro"
+type = "rails"
+
+[[app]]
+name = "www"
+description = "SoftXS Web Site"
+server = "zg-3.softxs.ch"
+vm = "web"
+path = "$W"
+relpath = "www.softxs.ch"
+type = "files"
+[app.files]
+paths = ["."]
+exclude = ["*_test.go"]
+
+[[app]]
+name = "tracking"
+description = "Tracking System"
+server = "zg-3.softxs.ch"
+vm = "intern"
+path = "$G"
+relpath = "intern.softxs.ch/tracking"
+type = "git"
+
+[[app]]
+name = "wiki"
+description = "Wiki (its data directory is missing: this backup fails on purpose)"
+server = "zg-3.softxs.ch"
+vm = "intern"
+path = "$D/apps/home/wiki/www/html"
+relpath = "wiki.softxs.ch"
+type = "moinmoin"
+TOML
+V2="$BIN --config $D/v2backup.toml --server zg-3.softxs.ch"
+$V2 inventory
+
+step "3. the host daemon"
+$V2 serve >"$D/daemon.log" 2>&1 &
+DAEMON=$!
+for _ in $(seq 100); do grep -q "msg=serving" "$D/daemon.log" && break; sleep 0.1; done
+grep -E "mounted|serving" "$D/daemon.log" | sed 's/^time=[^ ]* //'
+echo "VM web sees:    $(ls -A "$D/mnt/web" | tr '\n' ' ')"
+echo "VM intern sees: $(ls -A "$D/mnt/intern" | tr '\n' ' ')"
+
+step "4. application backups through the mounts (as the VMs' nightly jobs would)"
+$V2 backup hydro --target "$D/mnt/web"
+$V2 backup www --target "$D/mnt/web"
+$V2 backup tracking --target "$D/mnt/intern"
+$V2 backup wiki --target "$D/mnt/intern" || echo "(the wiki backup failed, as planned: the previous backup stays and the failure is recorded)"
+echo "a VM cannot write outside its applications:"
+touch "$D/mnt/web/evil" 2>&1 | sed 's/^/  /' || true
+ln -s /etc/passwd "$D/mnt/web/demo.softxs.ch/hydro/escape" 2>&1 | sed 's/^/  /' || true
+echo "what landed on the partition:"
+(cd "$P/local" && find . -maxdepth 4 -mindepth 1 -type d | sort | sed 's/^/  /' | head -20)
+sleep 2 # let the quiet time pass before the snapshot
+
+step "5. a snapshot, browsed and verified"
+$V2 snapshot || true
+echo "VM web's history: $(ls "$D/mnt/web/.history" | tr '\n' ' ')"
+ls "$D/mnt/web/.history/latest/demo.softxs.ch/hydro/db" | sed 's/^/  db: /'
+echo "history file:"; sed 's/^/  /' "$P/history/"backup-hydro-*
+echo "remote view (what backup servers pull):"; ls "$D/view" | sed 's/^/  /'
+$V2 verify | tail -1
+
+step "6. status"
+$V2 status
