@@ -4,42 +4,108 @@
 // then a second pull after 1% of the files changed.
 //
 // It runs locally (no ssh) unless -ssh HOST is given, in which case both
-// rsyncs go through "ssh HOST" on loopback. The view is served by a
-// separate process (internal/viewcmd), never by this one.
+// rsyncs go through "ssh HOST" on loopback. With -sshd, the bench starts
+// its own OpenSSH server on a spare port of 127.0.0.1 with generated keys
+// (jobs/internal/sshtest, through its sshdcmd), so no system sshd or key
+// setup is needed; it then also times v2backup's whole pull (jobs/pull:
+// rsync through the view into a staging tree, verification of every file
+// against SHA256SUMS, atomic switch, snapshot of the remote tier). The view
+// is served by a separate process (internal/viewcmd), never by this one.
 //
-//	go run ./bench/remoteview [-files 10000] [-ssh localhost]
+//	go run ./bench/remoteview [-files 10000] [-ssh localhost | -sshd]
 package main
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/softxs/v2backup/catalog"
+	"github.com/softxs/v2backup/jobs/pull"
+	"github.com/softxs/v2backup/tiers"
 )
 
 func main() {
 	files := flag.Int("files", 10000, "number of files in the tree")
 	sshHost := flag.String("ssh", "", "pull over ssh from this host (e.g. localhost); empty: local rsync")
+	sshd := flag.Bool("sshd", false, "start a private sshd on 127.0.0.1 and pull over ssh through it; also time jobs/pull")
 	rounds := flag.Int("rounds", 3, "repetitions of each measurement; the best is reported")
 	flag.Parse()
-	if err := run(*files, *sshHost, *rounds); err != nil {
+	if *sshd && *sshHost != "" {
+		fmt.Fprintln(os.Stderr, "remoteview bench: -ssh and -sshd exclude each other")
+		os.Exit(2)
+	}
+	if err := run(*files, *sshHost, *sshd, *rounds); err != nil {
 		fmt.Fprintln(os.Stderr, "remoteview bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(nfiles int, sshHost string, rounds int) error {
+// privateSSHD is the JSON line sshdcmd prints (sshtest.Server).
+type privateSSHD struct {
+	Port       int
+	User       string
+	Addr       string
+	Identity   string
+	KnownHosts string
+}
+
+// startSSHD builds and starts jobs/internal/sshtest/sshdcmd; stop ends it.
+func startSSHD(work string) (srv privateSSHD, stop func(), err error) {
+	bin := filepath.Join(work, "sshdcmd")
+	if out, err := exec.Command("go", "build", "-o", bin, "./jobs/internal/sshtest/sshdcmd").CombinedOutput(); err != nil {
+		return srv, nil, fmt.Errorf("build sshdcmd (run from the module root): %v: %s", err, out)
+	}
+	dir := filepath.Join(work, "sshd")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return srv, nil, err
+	}
+	cmd := exec.Command(bin, dir)
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return srv, nil, err
+	}
+	stop = func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
+	if err := json.NewDecoder(stdout).Decode(&srv); err != nil {
+		stop()
+		return srv, nil, fmt.Errorf("sshdcmd: %v", err)
+	}
+	go io.Copy(io.Discard, stdout)
+	return srv, stop, nil
+}
+
+func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 	work, err := os.MkdirTemp("", "remoteview-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
+	sshCmd := "ssh -o BatchMode=yes"
+	var srv privateSSHD
+	if sshd {
+		var stop func()
+		srv, stop, err = startSSHD(work)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		sshHost = srv.User + "@" + srv.Addr
+		sshCmd = fmt.Sprintf("ssh -p %d -i %s -o IdentitiesOnly=yes -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes",
+			srv.Port, srv.Identity, srv.KnownHosts)
+	}
 	snapDir := filepath.Join(work, "snapshots")
 	first := "2026-11-28T050000"
 	if err := makeTree(filepath.Join(snapDir, first), nfiles); err != nil {
@@ -73,10 +139,10 @@ func run(nfiles int, sshHost string, rounds int) error {
 		}
 		return dir + "/"
 	}
-	pull := func(from, to string) (time.Duration, error) {
+	rsyncOnce := func(from, to string) (time.Duration, error) {
 		args := []string{"-a"}
 		if sshHost != "" {
-			args = append(args, "-e", "ssh -o BatchMode=yes")
+			args = append(args, "-e", sshCmd)
 		}
 		args = append(args, from, to+"/")
 		start := time.Now()
@@ -93,7 +159,7 @@ func run(nfiles int, sshHost string, rounds int) error {
 			if err := prepare(dst); err != nil {
 				return 0, err
 			}
-			d, err := pull(from, dst)
+			d, err := rsyncOnce(from, dst)
 			if err != nil {
 				return 0, err
 			}
@@ -107,7 +173,7 @@ func run(nfiles int, sshHost string, rounds int) error {
 
 	// warm both sources once, as a daily pull would find them
 	for _, from := range []string{src(filepath.Join(snapDir, first)), src(mnt)} {
-		if _, err := pull(from, filepath.Join(work, "warm")); err != nil {
+		if _, err := rsyncOnce(from, filepath.Join(work, "warm")); err != nil {
 			return err
 		}
 		os.RemoveAll(filepath.Join(work, "warm"))
@@ -119,6 +185,41 @@ func run(nfiles int, sshHost string, rounds int) error {
 	view1, err := best("view", src(mnt), fresh)
 	if err != nil {
 		return err
+	}
+
+	// v2backup's whole pull through the view, each round into a fresh
+	// backup partition (its own catalog).
+	var breakdown []string
+	pullBest := func(name string, at time.Time, seed string) (time.Duration, error) {
+		var b time.Duration
+		var bestRep *pull.Report
+		for i := range rounds {
+			part := filepath.Join(work, fmt.Sprintf("%s-%d", name, i))
+			os.RemoveAll(part)
+			if seed != "" {
+				if out, err := exec.Command("cp", "-a", seed, part).CombinedOutput(); err != nil {
+					return 0, fmt.Errorf("cp -a: %v: %s", err, out)
+				}
+			}
+			d, rep, err := fullPull(part, mnt, srv, at)
+			if err != nil {
+				return 0, err
+			}
+			if b == 0 || d < b {
+				b, bestRep = d, rep
+			}
+		}
+		r := bestRep.Results[0]
+		breakdown = append(breakdown, fmt.Sprintf("%s: rsync %v, verify %v (%d of %d files read), switch %v, remote snapshot %v", name,
+			r.Took[pull.StepRsync].Round(time.Millisecond), r.Took[pull.StepVerify].Round(time.Millisecond), r.Hashed, r.Files,
+			r.Took[pull.StepSwitch].Round(time.Millisecond), bestRep.SnapshotTook.Round(time.Millisecond)))
+		return b, nil
+	}
+	var pull1 time.Duration
+	if sshd {
+		if pull1, err = pullBest("pull", time.Date(2026, 11, 28, 6, 0, 0, 0, time.Local), ""); err != nil {
+			return err
+		}
 	}
 
 	// 1% changed: a new snapshot shares the rest by hard links.
@@ -162,14 +263,57 @@ func run(nfiles int, sshHost string, rounds int) error {
 	if err != nil {
 		return err
 	}
+	var pull2 time.Duration
+	if sshd {
+		if pull2, err = pullBest("pull2", time.Date(2026, 11, 29, 6, 0, 0, 0, time.Local), filepath.Join(work, "pull-0")); err != nil {
+			return err
+		}
+	}
 	how := "local rsync"
 	if sshHost != "" {
 		how = "rsync over ssh to " + sshHost
 	}
+	if sshd {
+		how += " (private sshd on port " + strconv.Itoa(srv.Port) + ")"
+	}
 	fmt.Printf("%d files, %s, best of %d\n", nfiles, how, rounds)
 	fmt.Printf("first pull:   direct %v  view %v  ratio %.2fx\n", direct1.Round(time.Millisecond), view1.Round(time.Millisecond), float64(view1)/float64(direct1))
 	fmt.Printf("1%% changed:   direct %v  view %v  ratio %.2fx\n", direct2.Round(time.Millisecond), view2.Round(time.Millisecond), float64(view2)/float64(direct2))
+	if sshd {
+		fmt.Printf("v2backup pull (rsync + verify every file + switch + remote snapshot):\n")
+		fmt.Printf("first pull:   %v  ratio to direct rsync %.2fx\n", pull1.Round(time.Millisecond), float64(pull1)/float64(direct1))
+		fmt.Printf("1%% changed:   %v  ratio to direct rsync %.2fx\n", pull2.Round(time.Millisecond), float64(pull2)/float64(direct2))
+		for _, b := range breakdown {
+			fmt.Println("  " + b)
+		}
+	}
 	return nil
+}
+
+// fullPull runs jobs/pull against the view into partition part.
+func fullPull(part, view string, srv privateSSHD, at time.Time) (time.Duration, *pull.Report, error) {
+	db, err := catalog.Open(filepath.Join(part, ".v2backup", "catalog.db"))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer db.Close()
+	start := time.Now()
+	rep, err := pull.Run(context.Background(), pull.Options{
+		BackupServer: "backup.softxs.ch", Partition: tiers.Partition(part), DB: db,
+		Identity: srv.Identity, KnownHosts: srv.KnownHosts,
+		Hosts:      []pull.Host{{Server: "bench.softxs.ch", SSH: srv.User + "@" + srv.Addr, Port: srv.Port, View: view}},
+		HistoryDir: filepath.Join(part, "history"),
+		Now:        func() time.Time { return at },
+		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	d := time.Since(start)
+	if err != nil {
+		return 0, nil, err
+	}
+	if r := rep.Results[0]; r.Files == 0 {
+		return 0, nil, fmt.Errorf("pull copied nothing: %+v", r)
+	}
+	return d, rep, nil
 }
 
 // makeTree writes nfiles files of 1-64 KiB (about 32 KiB on average) in
