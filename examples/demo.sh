@@ -8,7 +8,10 @@
 #     with its MariaDB database, git repositories, plain files, and one
 #     backup that fails on purpose
 #  5. a snapshot, browsed through the VM's .history, and verified
-#  6. status
+#  6. a backup server (odin.softxs.ch, its own partition) pulls the host's
+#     remote view over ssh on loopback, verifies it and snapshots it
+#  7. an off-site copy to a directory standing in for a USB drive
+#  8. status
 #
 # Everything is cleaned up at the end, also on failure or Ctrl-C.
 set -euo pipefail
@@ -18,6 +21,7 @@ D=$(mktemp -d /tmp/v2backup-demo.XXXXXX)
 P=$D/v01/backup
 DAEMON=""
 MARIADB=""
+SSHD=""
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -25,6 +29,7 @@ cleanup() {
 	set +e
 	if [ -n "$DAEMON" ]; then kill -TERM "$DAEMON" 2>/dev/null; wait "$DAEMON" 2>/dev/null; fi
 	if [ -n "$MARIADB" ]; then kill -TERM "$MARIADB" 2>/dev/null; wait "$MARIADB" 2>/dev/null; fi
+	if [ -n "$SSHD" ]; then kill -TERM "$SSHD" 2>/dev/null; wait "$SSHD" 2>/dev/null; fi
 	for m in $(grep -o " $D[^ ]*" /proc/mounts | sort -r); do umount -l "$m" 2>/dev/null; done
 	rm -rf "$D"
 }
@@ -88,6 +93,34 @@ W=$D/apps/home/v2/www
 mkdir -p "$W" && cp -a /usr/local/go/src/net/http "$W/"
 echo "applications under $D/apps"
 
+# An ssh server on loopback for the backup server's pulls, with its own
+# host key and the backup server's user key.
+mkdir -p "$D/ssh" && chmod 700 "$D/ssh"
+ssh-keygen -q -t ed25519 -N '' -f "$D/ssh/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$D/ssh/id_odin"
+cp "$D/ssh/id_odin.pub" "$D/ssh/authorized_keys"
+for _ in $(seq 20); do
+	PORT=$(shuf -i 20000-60000 -n 1)
+	cat > "$D/ssh/sshd_config" <<CFG
+Port $PORT
+ListenAddress 127.0.0.1
+HostKey $D/ssh/host_key
+AuthorizedKeysFile $D/ssh/authorized_keys
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+PidFile $D/ssh/sshd.pid
+CFG
+	mkdir -p /run/sshd
+	/usr/sbin/sshd -D -e -f "$D/ssh/sshd_config" 2>"$D/ssh/sshd.log" &
+	SSHD=$!
+	for _ in $(seq 50); do grep -q "Server listening" "$D/ssh/sshd.log" && break 2; kill -0 $SSHD 2>/dev/null || break; sleep 0.1; done
+	SSHD=""
+done
+[ -n "$SSHD" ] || { echo "could not start sshd"; cat "$D/ssh/sshd.log"; exit 1; }
+echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$D/ssh/host_key.pub")" > "$D/ssh/known_hosts"
+echo "sshd on 127.0.0.1:$PORT for the backup server's pulls"
+
 cat > "$D/v2backup.toml" <<TOML
 [site]
 name = "softxs (demo)"
@@ -100,7 +133,10 @@ deadline = "10m"
 
 [[server]]
 name = "zg-3.softxs.ch"
+ssh = "root@127.0.0.1"
+ssh_port = $PORT
 remote_view = "$D/view"
+remote_view_idle = "2s"
 history_mount = "$D/history"
 host_mount = "$D/mnt/_host"
 
@@ -152,6 +188,13 @@ vm = "intern"
 path = "$D/apps/home/wiki/www/html"
 relpath = "wiki.softxs.ch"
 type = "moinmoin"
+
+[[backup_server]]
+name = "odin.softxs.ch"
+partition = "$D/odin/v01/backup"
+pulls = ["zg-3.softxs.ch"]
+identity = "$D/ssh/id_odin"
+known_hosts = "$D/ssh/known_hosts"
 TOML
 V2="$BIN --config $D/v2backup.toml --server zg-3.softxs.ch"
 $V2 inventory
@@ -181,8 +224,22 @@ $V2 snapshot || true
 echo "VM web's history: $(ls "$D/mnt/web/.history" | tr '\n' ' ')"
 ls "$D/mnt/web/.history/latest/demo.softxs.ch/hydro/db" | sed 's/^/  db: /'
 echo "history file:"; sed 's/^/  /' "$P/history/"backup-hydro-*
-echo "remote view (what backup servers pull):"; ls "$D/view" | sed 's/^/  /'
 $V2 verify | tail -1
 
-step "6. status"
+step "6. the backup server pulls over ssh"
+# The remote view moves to the new snapshot once no pull is using it.
+SNAP=$(basename "$(readlink "$P/snapshots/local/latest")")
+for _ in $(seq 300); do grep -q "remote view now shows snapshot.*snapshot=$SNAP" "$D/daemon.log" && break; sleep 0.1; done
+echo "remote view: $(ls "$D/view" | tr '\n' ' ')"
+ODIN="$BIN --config $D/v2backup.toml --server odin.softxs.ch"
+$ODIN pull
+(cd "$D/odin/v01/backup/remote/zg-3.softxs.ch" && sha256sum --quiet -c SHA256SUMS && echo "sha256sum -c SHA256SUMS on the backup server: OK")
+$ODIN verify | tail -1
+
+step "7. an off-site copy (a directory standing in for a USB drive)"
+mkdir -p "$D/usb"
+$ODIN offsite --to "$D/usb" --label "demo-usb-1"
+$ODIN offsite status
+
+step "8. status"
 $V2 status

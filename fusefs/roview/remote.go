@@ -264,10 +264,12 @@ func (v *RemoteView) Refresh() (bool, error) {
 		return false, nil
 	}
 	v.cur, v.next = v.next, nil
+	name := v.cur.name
 	v.mu.Unlock()
 	if old != nil {
 		v.invalidate()
 	}
+	v.log.Info("roview: remote view now shows snapshot", "snapshot", name)
 	return true, nil
 }
 

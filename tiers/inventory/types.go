@@ -97,6 +97,10 @@ type Server struct {
 	// RemoteView is where the daemon mounts the read-only remote view that
 	// backup servers pull; default {partition}/view.
 	RemoteView string `toml:"remote_view"`
+	// RemoteViewIdle is how long the remote view must go unused before it
+	// moves to a newer snapshot, so a pull in progress keeps the snapshot
+	// it started on; default 30s.
+	RemoteViewIdle Duration `toml:"remote_view_idle"`
 	// HistoryMount is where the daemon mounts the all-VM read-only history
 	// for administrators; empty: not mounted.
 	HistoryMount string `toml:"history_mount"`
