@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/softxs/v2backup/jobs"
 	"github.com/softxs/v2backup/tiers"
@@ -75,10 +74,7 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions, names []s
 			apps = append(apps, a)
 		}
 	}
-	jo := jobs.Options{Logger: g.log}
-	if isTerminal(os.Stderr) {
-		jo.Progress = g.stderr
-	}
+	jo := jobs.Options{Logger: g.log, Progress: jobs.ProgressTo(os.Stderr)}
 	failed := 0
 	for _, a := range apps {
 		jo.Target = o.Target
@@ -131,10 +127,4 @@ func whereAmI(g *globalOptions, inv *inventory.Inventory, vmFlag string, serverS
 		return found[0], vm, nil
 	}
 	return "", "", usagef("backup: VM %q exists on several servers (%v): use --server", vm, found)
-}
-
-// isTerminal reports whether f is a terminal (progress lines) or not (cron).
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

@@ -83,10 +83,7 @@ func runRestore(ctx context.Context, g *globalOptions, o restoreOptions, name st
 		return usagef("restore: --at: %v", err)
 	}
 	src := filepath.Join(snapDir, snap, sub)
-	ro := jobs.RestoreOptions{Source: src, Dest: o.To, Database: o.DB, Overwrite: o.Overwrite, Logger: g.log}
-	if isTerminal(os.Stderr) {
-		ro.Progress = g.stderr
-	}
+	ro := jobs.RestoreOptions{Source: src, Dest: o.To, Database: o.DB, Overwrite: o.Overwrite, Logger: g.log, Progress: jobs.ProgressTo(os.Stderr)}
 	res, err := jobs.Restore(ctx, a, ro)
 	if err != nil {
 		return err
