@@ -37,6 +37,7 @@ bench: deps build
 	$(GO) run ./bench/snapshot | tee bench/results/snapshot.txt
 	$(GO) run ./bench/fuse -json bench/results/fuse.json | tee bench/results/fuse.txt
 	$(GO) run ./bench/remoteview | tee bench/results/remoteview.txt
+	$(GO) run ./bench/jobs | tee bench/results/jobs.txt
 
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/v2backup

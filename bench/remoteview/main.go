@@ -6,7 +6,7 @@
 // It runs locally (no ssh) unless -ssh HOST is given, in which case both
 // rsyncs go through "ssh HOST" on loopback. With -sshd, the bench starts
 // its own OpenSSH server on a spare port of 127.0.0.1 with generated keys
-// (jobs/internal/sshtest, through its sshdcmd), so no system sshd or key
+// (jobs/sshtest, through its sshdcmd), so no system sshd or key
 // setup is needed; it then also times v2backup's whole pull (jobs/pull:
 // rsync through the view into a staging tree, verification of every file
 // against SHA256SUMS, atomic switch, snapshot of the remote tier). The view
@@ -62,10 +62,10 @@ type privateSSHD struct {
 	KnownHosts string
 }
 
-// startSSHD builds and starts jobs/internal/sshtest/sshdcmd; stop ends it.
+// startSSHD builds and starts jobs/sshtest/sshdcmd; stop ends it.
 func startSSHD(work string) (srv privateSSHD, stop func(), err error) {
 	bin := filepath.Join(work, "sshdcmd")
-	if out, err := exec.Command("go", "build", "-o", bin, "./jobs/internal/sshtest/sshdcmd").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "./jobs/sshtest/sshdcmd").CombinedOutput(); err != nil {
 		return srv, nil, fmt.Errorf("build sshdcmd (run from the module root): %v: %s", err, out)
 	}
 	dir := filepath.Join(work, "sshd")

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/softxs/v2backup/catalog"
-	"github.com/softxs/v2backup/jobs/internal/sshtest"
+	"github.com/softxs/v2backup/jobs/sshtest"
 	"github.com/softxs/v2backup/tiers"
 	"github.com/softxs/v2backup/tiers/snapshot"
 )

@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/softxs/v2backup/jobs/internal/sshtest"
+	"github.com/softxs/v2backup/jobs/sshtest"
 )
 
 func main() {
