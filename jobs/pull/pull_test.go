@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/softxs/v2backup/catalog"
-	"github.com/softxs/v2backup/jobs/sshtest"
 	"github.com/softxs/v2backup/jobs/pull/sums"
+	"github.com/softxs/v2backup/jobs/sshtest"
 	"github.com/softxs/v2backup/tiers"
 	"github.com/softxs/v2backup/tiers/snapshot"
 )
