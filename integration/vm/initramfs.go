@@ -156,6 +156,9 @@ func (ir Initramfs) Write(dst string) error {
 			return err
 		}
 		for _, f := range files {
+			if w.files[path.Clean(f)] {
+				continue // a library another binary brought
+			}
 			data, err := os.ReadFile(f) // follows the lib symlink: one regular file per name
 			if err != nil {
 				return err
@@ -210,13 +213,16 @@ func withLibraries(bin string) ([]string, error) {
 
 // cpio writes a newc ("070701") archive, the format the kernel unpacks.
 type cpio struct {
-	buf  bytes.Buffer
-	ino  int
-	dirs map[string]bool
-	err  error
+	buf   bytes.Buffer
+	ino   int
+	dirs  map[string]bool
+	files map[string]bool // non-directories
+	err   error
 }
 
-func newCpio() *cpio { return &cpio{ino: 1, dirs: map[string]bool{"/": true}} }
+func newCpio() *cpio {
+	return &cpio{ino: 1, dirs: map[string]bool{"/": true}, files: map[string]bool{}}
+}
 
 func (c *cpio) entry(name string, mode uint32, data []byte) {
 	if c.err != nil {
@@ -246,6 +252,10 @@ func (c *cpio) parents(p string) {
 	if c.dirs[d] {
 		return
 	}
+	if c.files[d] {
+		c.err = fmt.Errorf("initramfs: %s is both a directory and a file", d)
+		return
+	}
 	c.parents(d)
 	c.dirs[d] = true
 	c.entry(d, 0o040000|0o755, nil)
@@ -256,22 +266,33 @@ func (c *cpio) dir(p string, perm uint32) {
 	if c.dirs[p] {
 		return
 	}
+	if c.files[p] {
+		c.err = fmt.Errorf("initramfs: %s is both a directory and a file", p)
+		return
+	}
 	c.dirs[p] = true
 	c.entry(p, 0o040000|perm, nil)
 }
 
 func (c *cpio) file(p string, perm uint32, data []byte) {
+	c.nondir(p, 0o100000|perm, data)
+}
+
+func (c *cpio) symlink(p, target string) {
+	c.nondir(p, 0o120000|0o777, []byte(target))
+}
+
+// nondir adds a file or symlink; a later entry of the same name replaces
+// it (the kernel unpacks in order).
+func (c *cpio) nondir(p string, mode uint32, data []byte) {
+	p = path.Clean(p)
 	if c.dirs[p] {
 		c.err = fmt.Errorf("initramfs: %s is both a directory and a file", p)
 		return
 	}
 	c.parents(p)
-	c.entry(p, 0o100000|perm, data)
-}
-
-func (c *cpio) symlink(p, target string) {
-	c.parents(p)
-	c.entry(p, 0o120000|0o777, []byte(target))
+	c.files[p] = true
+	c.entry(p, mode, data)
 }
 
 func (c *cpio) finish() ([]byte, error) {
@@ -284,4 +305,3 @@ func (c *cpio) finish() ([]byte, error) {
 
 // errNoMarker is returned when the guest stopped before printing a marker.
 var errNoMarker = errors.New("marker not seen")
-

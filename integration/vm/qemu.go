@@ -30,7 +30,7 @@ type Config struct {
 	MemoryMiB int    // default 512
 	CPUs      int    // default 1
 	Append    string // extra kernel command line
-	// Accel is "kvm" or "tcg"; empty means AccelFromEnv.
+	// Accel is "kvm" or "tcg"; Boot chooses when empty.
 	Accel string
 }
 
@@ -38,6 +38,7 @@ type Config struct {
 type Guest struct {
 	Serial string // path of the serial console log
 	Args   []string
+	Accel  string // the accelerator it runs with
 
 	cmd    *exec.Cmd
 	stderr bytes.Buffer
@@ -60,17 +61,52 @@ func QEMUBinary() (string, error) {
 	return p, nil
 }
 
-// AccelFromEnv returns $V2BACKUP_QEMU_ACCEL, else "tcg". KVM is opt-in:
-// on the build machines /dev/kvm exists but cannot boot a stock Debian
-// guest (nested virtualisation), and TCG boots one in a few seconds.
-func AccelFromEnv() string {
-	if a := os.Getenv("V2BACKUP_QEMU_ACCEL"); a != "" {
-		return a
+// Boot starts the guest like Start. With cfg.Accel empty it takes
+// $V2BACKUP_QEMU_ACCEL, else tries KVM and falls back to TCG (-cpu max)
+// when KVM cannot boot the guest: on machines like the CI's, /dev/kvm
+// exists but QEMU aborts on it (nested virtualisation, "failed to set
+// MSR"), or it starts and the guest never prints a line.
+func Boot(cfg Config) (*Guest, error) {
+	if cfg.Accel == "" {
+		cfg.Accel = os.Getenv("V2BACKUP_QEMU_ACCEL")
 	}
-	return "tcg"
+	if cfg.Accel != "" {
+		return Start(cfg)
+	}
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+		f.Close()
+		cfg.Accel = "kvm"
+		g, err := Start(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if g.waitOutput(20 * time.Second) {
+			return g, nil
+		}
+		g.Kill()
+	}
+	cfg.Accel = "tcg"
+	return Start(cfg)
 }
 
-// Start boots the guest. The caller must Kill it (t.Cleanup): QEMU does
+// waitOutput reports whether the guest printed anything before QEMU
+// exited or timeout passed.
+func (g *Guest) waitOutput(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if fi, err := os.Stat(g.Serial); err == nil && fi.Size() > 0 {
+			return true
+		}
+		select {
+		case <-g.exited:
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return false
+}
+
+// Start boots the guest with cfg.Accel. The caller must Kill it (t.Cleanup): QEMU does
 // not exit on guest poweroff while a vhost-user-fs device is attached.
 func Start(cfg Config) (*Guest, error) {
 	qemu, err := QEMUBinary()
@@ -85,9 +121,6 @@ func Start(cfg Config) (*Guest, error) {
 	}
 	if cfg.CPUs == 0 {
 		cfg.CPUs = 1
-	}
-	if cfg.Accel == "" {
-		cfg.Accel = AccelFromEnv()
 	}
 	bootCount.Lock()
 	bootCount.n++
@@ -119,6 +152,9 @@ func Start(cfg Config) (*Guest, error) {
 	default:
 		return nil, fmt.Errorf("qemu accel %q: want kvm or tcg", cfg.Accel)
 	}
+	if _, err := os.Stat(cfg.Initrd); err != nil {
+		return nil, fmt.Errorf("initrd: %w", err)
+	}
 	if cfg.VhostSocket != "" {
 		args = append(args,
 			"-chardev", "socket,id=char0,path="+cfg.VhostSocket,
@@ -129,7 +165,7 @@ func Start(cfg Config) (*Guest, error) {
 			"local,path="+cfg.NinePDir+",mount_tag=p9,security_model=passthrough,id=p9")
 	}
 
-	g := &Guest{Serial: serial, Args: append([]string{qemu}, args...), exited: make(chan struct{})}
+	g := &Guest{Serial: serial, Args: append([]string{qemu}, args...), Accel: cfg.Accel, exited: make(chan struct{})}
 	g.cmd = exec.Command(qemu, args...)
 	g.cmd.Stderr = &g.stderr
 	g.cmd.Stdout = &g.stderr
