@@ -255,8 +255,8 @@ func TestSIGTERMDuringRsync(t *testing.T) {
 		t.Errorf("daemon exit after SIGTERM: %v\n%s", err, d.log.String())
 	}
 	rsync.Wait() // fails: the mount went away under it
-	if len(ourMounts()) != 0 {
-		t.Fatalf("mounts left after SIGTERM: %v", ourMounts())
+	if left := e.mounts(); len(left) != 0 {
+		t.Fatalf("mounts left after SIGTERM: %v", left)
 	}
 	e.startDaemon()
 	// --delete: the interrupted rsync's temporary file stays behind.

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -47,9 +48,11 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
-	if left := ourMounts(); len(left) > 0 {
+	if left := leftMounts(); len(left) > 0 {
 		fmt.Println("FAIL: mounts left behind:", left)
-		sweepMounts()
+		for _, mp := range left {
+			unix.Unmount(mp, unix.MNT_DETACH)
+		}
 		code = 1
 	}
 	os.Exit(code)
@@ -68,10 +71,37 @@ func ourMounts() []string {
 	return out
 }
 
+// sweepMounts detaches mounts left by an earlier, crashed run: those whose
+// daemon is gone. Live ones may belong to a run going on beside this one.
 func sweepMounts() {
 	for _, mp := range ourMounts() {
-		unix.Unmount(mp, unix.MNT_DETACH)
+		var st unix.Statfs_t
+		if err := unix.Statfs(mp, &st); errors.Is(err, unix.ENOTCONN) || errors.Is(err, unix.ECONNABORTED) {
+			unix.Unmount(mp, unix.MNT_DETACH)
+		}
 	}
+}
+
+// roots are the directories this process's tests made: only mounts under
+// them are this run's to check and clean.
+var (
+	rootsMu sync.Mutex
+	roots   []string
+)
+
+// leftMounts lists mounts under this run's roots.
+func leftMounts() []string {
+	rootsMu.Lock()
+	defer rootsMu.Unlock()
+	var out []string
+	for _, mp := range ourMounts() {
+		for _, r := range roots {
+			if strings.HasPrefix(mp, r+"/") {
+				out = append(out, mp)
+			}
+		}
+	}
+	return out
 }
 
 // env is one test's world: a partition, mount points and an inventory.
@@ -89,17 +119,29 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rootsMu.Lock()
+	roots = append(roots, root)
+	rootsMu.Unlock()
+	e := &env{t: t, root: root, partition: filepath.Join(root, "v01", "backup"), server: "zg-3.softxs.ch"}
 	t.Cleanup(func() {
-		for _, mp := range ourMounts() {
-			if strings.HasPrefix(mp, root+"/") {
-				t.Errorf("mount left behind: %s", mp)
-				unix.Unmount(mp, unix.MNT_DETACH)
-			}
+		for _, mp := range e.mounts() {
+			t.Errorf("mount left behind: %s", mp)
+			unix.Unmount(mp, unix.MNT_DETACH)
 		}
 		os.RemoveAll(root)
 	})
-	e := &env{t: t, root: root, partition: filepath.Join(root, "v01", "backup"), server: "zg-3.softxs.ch"}
 	return e
+}
+
+// mounts lists the mounts under the env's root.
+func (e *env) mounts() []string {
+	var out []string
+	for _, mp := range ourMounts() {
+		if strings.HasPrefix(mp, e.root+"/") {
+			out = append(out, mp)
+		}
+	}
+	return out
 }
 
 // path is a path under the env's root.
