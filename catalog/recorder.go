@@ -55,27 +55,31 @@ type Recorder struct {
 	opt  RecorderOptions
 
 	mu          sync.Mutex
-	work        *sync.Cond             // signalled when fifo gains an item or closing changes
-	fifo        list.List              // *item, in processing order
-	pending     map[string]*item       // keyed items in fifo, by path
-	pendDirs    map[string]int         // count of keyed items in fifo below each directory
-	inflight    map[string]*item       // items being hashed, by path
-	ops         []recOp                // results, in order, for the flusher
-	opsReady    chan struct{}          // cap 1: ops is not empty, or closing
-	epoch       uint64                 // current Flush generation
-	open        map[uint64]int         // unfinished items per epoch
-	changed     chan struct{}          // closed and replaced when open changes
-	flushErr    error                  // first write error since the last Flush
-	closing     bool                   // no new events; drain
-	abandon     bool                   // Close's ctx expired: stop now
-	workersGone bool                   // no more ops will come: the flusher may exit
-	done        chan struct{}          // closed when workers and flusher have exited
-	wg          sync.WaitGroup         // workers
-	stopLog     chan struct{}          // stops the drop logger
-	dirtyWhy    atomic.Pointer[string] // why a rescan is recommended, nil = clean
-	dropped     atomic.Uint64          // events dropped because the queue was full
-	invalid     atomic.Uint64          // events with a bad path, ignored
-	badPath     atomic.Pointer[string] // the last bad path, for the log
+	work        *sync.Cond               // signalled when fifo gains an item or closing changes
+	fifo        list.List                // *item, in processing order
+	pending     map[string]*item         // keyed items in fifo, by path
+	pendDirs    map[string]int           // count of keyed items in fifo below each directory
+	inflight    map[string]*item         // items being hashed, by path
+	vanished    list.List                // paths whose hash found no file, oldest first
+	vanishedAt  map[string]*list.Element // index of vanished
+	vanDirs     map[string]int           // count of vanished paths below each directory
+	renames     renameLog                // recent renames, to follow late events
+	ops         []recOp                  // results, in order, for the flusher
+	opsReady    chan struct{}            // cap 1: ops is not empty, or closing
+	epoch       uint64                   // current Flush generation
+	open        map[uint64]int           // unfinished items per epoch
+	changed     chan struct{}            // closed and replaced when open changes
+	flushErr    error                    // first write error since the last Flush
+	closing     bool                     // no new events; drain
+	abandon     bool                     // Close's ctx expired: stop now
+	workersGone bool                     // no more ops will come: the flusher may exit
+	done        chan struct{}            // closed when workers and flusher have exited
+	wg          sync.WaitGroup           // workers
+	stopLog     chan struct{}            // stops the drop logger
+	dirtyWhy    atomic.Pointer[string]   // why a rescan is recommended, nil = clean
+	dropped     atomic.Uint64            // events dropped because the queue was full
+	invalid     atomic.Uint64            // events with a bad path, ignored
+	badPath     atomic.Pointer[string]   // the last bad path, for the log
 
 	logMu                        sync.Mutex
 	loggedDropped, loggedInvalid uint64
@@ -90,6 +94,7 @@ type item struct {
 	rename  bool // structural: rename from -> path
 	epoch   uint64
 	retries int
+	follows int // renames followed after finding no file
 	elem    *list.Element
 	// Set on an in-flight item by a Removed/Renamed that touches its path:
 	// the hash is void; requeue at newPath ("" = drop).
@@ -151,17 +156,20 @@ func NewRecorder(db *DB, root string, opt RecorderOptions) (*Recorder, error) {
 	}
 	t.midHash = opt.midHash
 	r := &Recorder{
-		db:       db,
-		tree:     t,
-		opt:      opt,
-		pending:  map[string]*item{},
-		pendDirs: map[string]int{},
-		inflight: map[string]*item{},
-		opsReady: make(chan struct{}, 1),
-		open:     map[uint64]int{},
-		changed:  make(chan struct{}),
-		done:     make(chan struct{}),
-		stopLog:  make(chan struct{}),
+		db:         db,
+		tree:       t,
+		opt:        opt,
+		pending:    map[string]*item{},
+		pendDirs:   map[string]int{},
+		inflight:   map[string]*item{},
+		vanishedAt: map[string]*list.Element{},
+		vanDirs:    map[string]int{},
+		renames:    renameLog{to: map[string]*list.Element{}},
+		opsReady:   make(chan struct{}, 1),
+		open:       map[uint64]int{},
+		changed:    make(chan struct{}),
+		done:       make(chan struct{}),
+		stopLog:    make(chan struct{}),
 	}
 	r.work = sync.NewCond(&r.mu)
 	ctx := context.Background()
@@ -263,6 +271,7 @@ func (r *Recorder) Removed(app, p string) {
 	defer r.mu.Unlock()
 	// A hash of p or below that is running now would land after the removal.
 	r.cancelInflightLocked(p, func(q string) string { return q })
+	r.takeVanishedLocked(p)
 	if it := r.pending[p]; it != nil {
 		it.remove, it.write, it.app = true, false, app
 		return
@@ -306,12 +315,117 @@ func (r *Recorder) Renamed(app, from, to string) {
 	}
 	ren := &item{path: to, from: from, rename: true, app: app}
 	r.pushLocked(ren, false)
+	r.renames.add(from, to)
 	// Events still queued for the old paths now apply to the new ones,
 	// after the rename.
 	for _, it := range moved {
 		it.path = mapTo(it.path)
 		r.pushLocked(it, true)
 	}
+	// A file whose hash found it gone was renamed on disk before this
+	// event arrived: its Written was spent on the old name, which has no
+	// row for the rename to move. Hash it at its new name.
+	for _, q := range r.takeVanishedLocked(from) {
+		p := mapTo(q)
+		if it := r.pending[p]; it != nil {
+			it.write = true
+			if it.app == "" {
+				it.app = app
+			}
+			continue
+		}
+		if it := r.newItemLocked(p); it != nil {
+			it.write, it.app = true, app
+		}
+	}
+	// Whatever vanished at the old to is replaced by the rename.
+	r.takeVanishedLocked(to)
+}
+
+// renameLog remembers the most recent renames, from -> to, so that an
+// event naming a file by the path it had before a rename can be followed
+// to its new path.
+type renameLog struct {
+	order list.List                // *[2]string{from, to}, oldest first
+	to    map[string]*list.Element // by from
+}
+
+// maxRenames bounds the renames remembered: a late event follows its
+// rename closely.
+const maxRenames = 4096
+
+// maxFollow bounds the renames one event follows (renames can cycle).
+const maxFollow = 8
+
+func (l *renameLog) add(from, to string) {
+	if e := l.to[from]; e != nil {
+		l.order.Remove(e)
+	} else if l.order.Len() >= maxRenames {
+		delete(l.to, l.order.Remove(l.order.Front()).(*[2]string)[0])
+	}
+	l.to[from] = l.order.PushBack(&[2]string{from, to})
+}
+
+// follow returns where a remembered rename of p or of its nearest renamed
+// ancestor moved p, or "".
+func (l *renameLog) follow(p string) string {
+	for q := p; ; {
+		if e := l.to[q]; e != nil {
+			return e.Value.(*[2]string)[1] + p[len(q):]
+		}
+		i := strings.LastIndexByte(q, '/')
+		if i < 0 {
+			return ""
+		}
+		q = q[:i]
+	}
+}
+
+// maxVanished bounds the paths remembered as vanished. The rename event
+// that needs one follows the rename syscall at once, so only the most
+// recent few matter; the others are of files deleted without an event.
+const maxVanished = 4096
+
+// addVanishedLocked remembers that a hash found no file at p.
+func (r *Recorder) addVanishedLocked(p string) {
+	if r.vanishedAt[p] != nil {
+		return
+	}
+	if r.vanished.Len() >= maxVanished {
+		r.dropVanishedLocked(r.vanished.Front())
+	}
+	r.vanishedAt[p] = r.vanished.PushBack(p)
+	forDirs(p, func(d string) { r.vanDirs[d]++ })
+}
+
+func (r *Recorder) dropVanishedLocked(e *list.Element) {
+	p := r.vanished.Remove(e).(string)
+	delete(r.vanishedAt, p)
+	forDirs(p, func(d string) {
+		if r.vanDirs[d]--; r.vanDirs[d] == 0 {
+			delete(r.vanDirs, d)
+		}
+	})
+}
+
+// takeVanishedLocked forgets and returns the vanished paths at or below p.
+func (r *Recorder) takeVanishedLocked(p string) []string {
+	var out []string
+	if e := r.vanishedAt[p]; e != nil {
+		out = append(out, p)
+		r.dropVanishedLocked(e)
+	}
+	if r.vanDirs[p] > 0 {
+		for e := r.vanished.Front(); e != nil; {
+			next := e.Next()
+			if q := e.Value.(string); strings.HasPrefix(q, p+"/") {
+				out = append(out, q)
+				r.dropVanishedLocked(e)
+			}
+			e = next
+		}
+	}
+	return out
 }
 
 // newItemLocked queues a new keyed item for p, or drops the event.
@@ -482,7 +596,19 @@ func (r *Recorder) finishHashLocked(it *item, observed time.Time, st fileState, 
 		}
 		r.addOpLocked(recOp{kind: opUpsert, rec: rec, finish: []uint64{it.epoch}})
 	case gone(err):
-		r.addOpLocked(recOp{kind: opDelete, rec: FileRecord{Path: it.path, UpdatedAt: observed, Deleted: true}, finish: []uint64{it.epoch}})
+		// Perhaps renamed, its event not here yet: Renamed looks for it.
+		r.addVanishedLocked(it.path)
+		op := recOp{kind: opDelete, rec: FileRecord{Path: it.path, UpdatedAt: observed, Deleted: true}, finish: []uint64{it.epoch}}
+		// Or renamed before the event that queued it was sent: a FUSE
+		// release is asynchronous and may name the file by its old path.
+		if to := r.renames.follow(it.path); to != "" && it.follows < maxFollow {
+			op.finish = nil
+			r.addOpLocked(op)
+			it.path, it.follows, it.retries = to, it.follows+1, 0
+			r.requeueLocked(it)
+			return
+		}
+		r.addOpLocked(op)
 	default:
 		r.opt.Logger.Error("catalog recorder: cannot hash file", "path", it.path, "err", err)
 		r.markDirty("a file could not be hashed: " + err.Error())
