@@ -297,9 +297,15 @@ func (o *Options) prune(ctx context.Context, snapDir string, dryRun bool) ([]sna
 		times[i] = s.Time
 		byTime[s.Time] = s.Name
 	}
-	_, drop := retention.Select(times, retention.Policy{Nightly: pol.Nightly, Weekly: pol.Weekly, Monthly: pol.Monthly}, o.now())
+	now := o.now()
+	_, drop := retention.Select(times, retention.Policy{Nightly: pol.Nightly, Weekly: pol.Weekly, Monthly: pol.Monthly}, now)
 	var names []string
 	for _, d := range drop {
+		// Everything from the last day stays (restic's --keep-within 24h):
+		// a snapshot taken by hand must not prune the night's own.
+		if now.Sub(d.Time) < KeepWithin {
+			continue
+		}
 		names = append(names, byTime[d.Time])
 	}
 	if len(names) == 0 {
@@ -318,6 +324,9 @@ func (o *Options) prune(ctx context.Context, snapDir string, dryRun bool) ([]sna
 	}
 	return pruned, nil
 }
+
+// KeepWithin is the age under which retention never prunes a snapshot.
+const KeepWithin = 24 * time.Hour
 
 // Retain applies the tier's retention policy alone, under the snapshot
 // lock; with dryRun it only lists what would be deleted.
