@@ -22,6 +22,7 @@ import (
 	"github.com/softxs/v2backup/catalog"
 	"github.com/softxs/v2backup/fusefs"
 	"github.com/softxs/v2backup/fusefs/roview"
+	"github.com/softxs/v2backup/fusefs/vhost"
 	"github.com/softxs/v2backup/jobs/nightly"
 	"github.com/softxs/v2backup/tiers"
 	"github.com/softxs/v2backup/tiers/inventory"
@@ -56,19 +57,30 @@ mount is up.`,
 
 // daemon is the running host daemon: its mounts and the catalog behind them.
 type daemon struct {
-	g      *globalOptions
-	o      serveOptions
-	server tiers.Server
-	part   tiers.Partition
-	db     *catalog.DB
-	rec    *catalog.Recorder
-	runs   *jobRuns
-	mounts map[tiers.VM]*vmMount
-	view   *roview.RemoteView
-	admin  *fuse.Server
+	g       *globalOptions
+	o       serveOptions
+	server  tiers.Server
+	part    tiers.Partition
+	db      *catalog.DB
+	rec     *catalog.Recorder
+	runs    *jobRuns
+	mounts  map[tiers.VM]*vmMount
+	sockets map[tiers.VM]*vmSocket
+	ctx     context.Context
+	view    *roview.RemoteView
+	admin   *fuse.Server
 
 	cur        atomic.Pointer[inventory.Inventory] // the inventory in force
 	reschedule chan struct{}
+}
+
+// vmSocket is a VM served over vhost-user-fs: QEMU connects to the socket
+// and the guest mounts -t virtiofs, with no host mount and no second daemon.
+type vmSocket struct {
+	path     string
+	root     *fusefs.Root
+	srv      *vhost.Server
+	relpaths atomic.Pointer[[]string]
 }
 
 type vmMount struct {
@@ -89,7 +101,8 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 	if _, ok := inv.Server(server); !ok {
 		return usagef("server %s is not declared in %s (use --server)", server, inv.File)
 	}
-	d := &daemon{g: g, o: o, server: server, part: inv.Partition(server), mounts: map[tiers.VM]*vmMount{}}
+	d := &daemon{g: g, o: o, server: server, part: inv.Partition(server), mounts: map[tiers.VM]*vmMount{},
+		sockets: map[tiers.VM]*vmSocket{}, ctx: ctx}
 	if err := os.MkdirAll(d.part.LocalRoot(), 0o755); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -183,17 +196,21 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 // apply makes the mounts match the inventory: new VMs mounted, removed ones
 // unmounted, the others rerouted to their current applications.
 func (d *daemon) apply(inv *inventory.Inventory) error {
-	want := map[tiers.VM]string{} // vm -> mountpoint
+	want := map[tiers.VM]string{}     // vm -> mountpoint
+	wantSock := map[tiers.VM]string{} // vm -> socket
 	for _, vm := range inv.VMsOn(d.server) {
 		if vm.Export == inventory.ExportFUSE || vm.Export == inventory.ExportBoth {
 			want[vm.Name] = vm.Mount
 		}
+		if vm.Export == inventory.ExportVirtiofs || vm.Export == inventory.ExportBoth {
+			wantSock[vm.Name] = vm.Socket
+		}
 	}
+	errs := d.applySockets(inv, wantSock)
 	if apps := inv.AppsOn(d.server, tiers.NoVM); len(apps) > 0 {
 		srv, _ := inv.Server(d.server)
 		want[tiers.NoVM] = srv.HostMount
 	}
-	var errs []error
 	for _, vm := range sortedVMs(d.mounts) {
 		mp, ok := want[vm]
 		if ok && mp == d.mounts[vm].mountpoint {
@@ -225,11 +242,17 @@ func (d *daemon) apply(inv *inventory.Inventory) error {
 		vmm := &vmMount{mountpoint: mp}
 		vmm.relpaths.Store(&rels)
 		history := roview.NewHistory(d.part.SnapshotDir(tiers.Local), string(vm), func() []string { return *vmm.relpaths.Load() })
-		m, err := fusefs.MountVM(mp, fusefs.Config{
+		cfg := fusefs.Config{
 			VM: string(vm), LocalRoot: d.part.LocalRoot(), Apps: apps,
 			Recorder: d.runs, Logger: d.g.log, Debug: d.o.Debug,
 			Extra: map[string]fs.InodeEmbedder{".history": history},
-		})
+		}
+		if _, both := wantSock[vm]; both {
+			// The same tree is also written over virtiofs, behind this
+			// mount's kernel cache: keep that cache short.
+			cfg.CacheTTL = fusefs.VirtiofsCacheTTL
+		}
+		m, err := fusefs.MountVM(mp, cfg)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("vm %s: mount %s: %w", vm, mp, err))
 			continue
@@ -355,7 +378,68 @@ func (d *daemon) runNightly(ctx context.Context, inv *inventory.Inventory) {
 	}
 }
 
+// applySockets makes the vhost-user-fs sockets match want. A socket that
+// cannot be created is an error for its VM only.
+func (d *daemon) applySockets(inv *inventory.Inventory, want map[tiers.VM]string) []error {
+	var errs []error
+	for _, vm := range sortedVMs(d.sockets) {
+		if p, ok := want[vm]; ok && p == d.sockets[vm].path {
+			continue
+		}
+		d.closeSocket(vm)
+	}
+	for _, vm := range sortedVMs(want) {
+		apps := fuseApps(inv.AppsOn(d.server, vm))
+		rels := relpathsOf(apps)
+		if cur, ok := d.sockets[vm]; ok {
+			if err := cur.root.SetApps(apps); err != nil {
+				errs = append(errs, fmt.Errorf("vm %s: reroute socket: %w", vm, err))
+				continue
+			}
+			cur.relpaths.Store(&rels)
+			continue
+		}
+		vs := &vmSocket{path: want[vm]}
+		vs.relpaths.Store(&rels)
+		// A node tree belongs to one server: the socket gets its own.
+		history := roview.NewHistory(d.part.SnapshotDir(tiers.Local), string(vm), func() []string { return *vs.relpaths.Load() })
+		root, err := fusefs.NewRoot(fusefs.Config{
+			VM: string(vm), LocalRoot: d.part.LocalRoot(), Apps: apps,
+			Recorder: d.runs, Logger: d.g.log, Debug: d.o.Debug,
+			Extra: map[string]fs.InodeEmbedder{".history": history},
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("vm %s: %w", vm, err))
+			continue
+		}
+		srv, err := vhost.Serve(d.ctx, vs.path, root.Node(), root.Options(), d.g.log.With("vm", vm))
+		if err != nil {
+			root.Close()
+			d.g.log.Error("virtiofs socket not served; the other VMs go on", "vm", vm, "socket", vs.path, "err", err)
+			errs = append(errs, fmt.Errorf("vm %s: socket %s: %w", vm, vs.path, err))
+			continue
+		}
+		vs.root, vs.srv = root, srv
+		d.sockets[vm] = vs
+		d.g.log.Info("virtiofs socket listening", "vm", vm, "socket", vs.path, "apps", len(apps))
+	}
+	return errs
+}
+
+func (d *daemon) closeSocket(vm tiers.VM) {
+	vs := d.sockets[vm]
+	d.g.log.Info("closing virtiofs socket", "vm", vm, "socket", vs.path)
+	if err := vs.srv.Close(); err != nil {
+		d.g.log.Error("closing virtiofs socket", "vm", vm, "err", err)
+	}
+	vs.root.Close()
+	delete(d.sockets, vm)
+}
+
 func (d *daemon) unmountAll() {
+	for _, vm := range sortedVMs(d.sockets) {
+		d.closeSocket(vm)
+	}
 	for _, vm := range sortedVMs(d.mounts) {
 		if err := d.mounts[vm].m.Unmount(); err != nil {
 			d.g.log.Error("unmount", "vm", vm, "err", err)

@@ -254,15 +254,11 @@ func (r *recorder) reported(app, rel string) bool {
 	return false
 }
 
-// newVMRoot returns the node tree the daemon serves for the VM: fusefs
-// (routing, confinement, cataloging) with .history. fusefs does not yet
-// build its root without a kernel mount, so the test reaches it through
-// its FUSE mount (a loopback of the mount point): two hops, which the
-// daemon itself must not do. Switch to fusefs's mount-less root when it
-// exists; the assertions stay.
+// newVMRoot returns the node tree the daemon serves for the VM over
+// virtiofs: fusefs (routing, confinement, cataloging, copy-on-write) with
+// .history, built without a host mount.
 func newVMRoot(t *testing.T, e *testEnv) (gofs.InodeEmbedder, *gofs.Options) {
-	mnt := t.TempDir()
-	m, err := fusefs.MountVM(mnt, fusefs.Config{
+	root, err := fusefs.NewRoot(fusefs.Config{
 		VM:        testVM,
 		LocalRoot: filepath.Dir(e.backing),
 		Apps:      []fusefs.App{{Name: testApp, Relpath: testRelpath}},
@@ -276,16 +272,8 @@ func newVMRoot(t *testing.T, e *testEnv) (gofs.InodeEmbedder, *gofs.Options) {
 		t.Fatal(err)
 	}
 	// Registered before the vhost server's Close, so it runs after it.
-	t.Cleanup(func() {
-		if err := m.Unmount(); err != nil {
-			t.Errorf("unmount %s: %v", mnt, err)
-		}
-	})
-	root, err := gofs.NewLoopbackRoot(mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return root, &gofs.Options{}
+	t.Cleanup(root.Close)
+	return root.Node(), root.Options()
 }
 
 type testEnv struct {
