@@ -135,7 +135,12 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	if err := d.apply(inv); err != nil {
-		return err
+		// One VM's broken mount point or socket must not take the others
+		// down; only a daemon that can serve nothing gives up.
+		if len(d.mounts)+len(d.sockets) == 0 {
+			return err
+		}
+		g.log.Error("some VMs are not served", "err", err)
 	}
 	if why := d.rec.Dirty(); why != "" {
 		// A crash or dropped events: bring the catalog back in line with
