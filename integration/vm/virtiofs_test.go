@@ -18,9 +18,11 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 
+	"github.com/softxs/v2backup/catalog"
 	"github.com/softxs/v2backup/fusefs"
 	"github.com/softxs/v2backup/fusefs/roview"
 	"github.com/softxs/v2backup/fusefs/vhost"
+	"github.com/softxs/v2backup/jobs/verify"
 	"github.com/softxs/v2backup/tiers"
 )
 
@@ -254,6 +256,16 @@ func (r *recorder) reported(app, rel string) bool {
 	return false
 }
 
+// tee sends fusefs's events to the test's counting recorder and to the
+// real catalog, as the daemon does.
+type tee struct {
+	a, b fusefs.Recorder
+}
+
+func (t tee) Written(app, p string)        { t.a.Written(app, p); t.b.Written(app, p) }
+func (t tee) Removed(app, p string)        { t.a.Removed(app, p); t.b.Removed(app, p) }
+func (t tee) Renamed(app, from, to string) { t.a.Renamed(app, from, to); t.b.Renamed(app, from, to) }
+
 // newVMRoot returns the node tree the daemon serves for the VM over
 // virtiofs: fusefs (routing, confinement, cataloging, copy-on-write) with
 // .history, built without a host mount.
@@ -262,7 +274,7 @@ func newVMRoot(t *testing.T, e *testEnv) (gofs.InodeEmbedder, *gofs.Options) {
 		VM:        testVM,
 		LocalRoot: filepath.Dir(e.backing),
 		Apps:      []fusefs.App{{Name: testApp, Relpath: testRelpath}},
-		Recorder:  e.rec,
+		Recorder:  tee{e.rec, e.catRec},
 		Logger:    e.logger,
 		Extra: map[string]gofs.InodeEmbedder{
 			".history": roview.NewHistory(e.snapDir, testVM, func() []string { return []string{testRelpath} }),
@@ -282,6 +294,8 @@ type testEnv struct {
 	ents                                []srcEntry
 	logger                              *slog.Logger
 	rec                                 *recorder
+	db                                  *catalog.DB
+	catRec                              *catalog.Recorder
 }
 
 func setup(t *testing.T) *testEnv {
@@ -308,6 +322,25 @@ func setup(t *testing.T) *testEnv {
 		logger:  slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		rec:     &recorder{written: map[string]int{}},
 	}
+	// The real catalog, fed by the same events.
+	if err := os.MkdirAll(e.backing, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	db, err := catalog.Open(filepath.Join(dir, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.catRec, err = catalog.NewRecorder(db, filepath.Dir(e.backing), catalog.RecorderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.db = db
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		e.catRec.Close(ctx)
+		db.Close()
+	})
 	if err := os.MkdirAll(filepath.Join(e.backing, testRelpath), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -433,6 +466,20 @@ func TestVirtiofsGuest(t *testing.T) {
 		}
 		checkCopy(t, filepath.Join(app, "cp"), e.ents)
 		checkCopy(t, filepath.Join(app, "rsync"), e.ents)
+		// The catalog holds every file the guest wrote, with its hash.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := e.catRec.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		prefix := testVM + "/" + testRelpath
+		rep, err := verify.Run(ctx, verify.Options{Root: filepath.Dir(e.backing), Prefix: prefix, Walk: verify.LiveFiles(e.db, prefix)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rep.OK() || rep.Files < 2 {
+			t.Errorf("catalog against the backing tree: %s\n%v", rep.Summary(), rep.Problems)
+		}
 		if n := srv.Accepted(); n != conns {
 			t.Errorf("server accepted %d connections, %d before the guest rebooted: a reboot must keep QEMU's connection", n, conns)
 		}
