@@ -36,7 +36,7 @@ func NewRoot(cfg Config) (*Root, error) {
 	if err != nil {
 		return nil, err
 	}
-	ttl := fsys.ttl
+	ttl := cfg.CacheTTL
 	lg := fsys.log
 	opts := &fs.Options{
 		MountOptions: fuse.MountOptions{
