@@ -224,7 +224,8 @@ func (r *run) rsync(src, dst string, extra ...string) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	args := []string{"-a", "--numeric-ids", "--delete"}
+	// --modify-window=-1: same-second rewrites of same-size files are copied.
+	args := []string{"-a", "--numeric-ids", "--delete", "--modify-window=-1"}
 	args = append(args, extra...)
 	if r.app.Files != nil {
 		for _, x := range r.app.Files.Exclude {

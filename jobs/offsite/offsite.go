@@ -382,7 +382,8 @@ func (o *Options) rsync(ctx context.Context, src Source, from, staging, current 
 	// No -H: the manifest lists paths, and hard links inside a snapshot
 	// are rare; --link-dest makes unchanged files links to the previous
 	// copy, so a rotation writes only what changed.
-	args := []string{"-a", "--delete", "--numeric-ids"}
+	// --modify-window=-1: same-second rewrites of same-size files are copied.
+	args := []string{"-a", "--delete", "--numeric-ids", "--modify-window=-1"}
 	if hasCurrent {
 		args = append(args, "--link-dest="+current)
 	}

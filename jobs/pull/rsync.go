@@ -45,7 +45,10 @@ func shellQuote(s string) string {
 
 // rsyncArgs is the pull's rsync command line.
 func (o *Options) rsyncArgs(h Host, staging, current string, hasCurrent bool) []string {
-	args := []string{"-a", "--delete", "--numeric-ids", "-e", o.sshCommand(h)}
+	// --modify-window=-1: compare mtimes to the nanosecond, so a file
+	// rewritten with the same size within the same second is transferred,
+	// not hard-linked from the last copy (and then refused by verification).
+	args := []string{"-a", "--delete", "--numeric-ids", "--modify-window=-1", "-e", o.sshCommand(h)}
 	if hasCurrent {
 		args = append(args, "--link-dest="+current)
 	}
