@@ -26,7 +26,8 @@ type filesystem struct {
 	log         *slog.Logger
 	umask       uint32
 	start       time.Time
-	passthrough atomic.Bool // set once, right after mounting
+	passthrough atomic.Bool   // set once, right after mounting
+	ttl         time.Duration // kernel cache timeout of entries and attributes
 
 	table atomic.Pointer[route.Table]
 	root  *synthDir

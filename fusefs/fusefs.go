@@ -71,6 +71,9 @@ type Config struct {
 	// NoPassthrough disables kernel FUSE passthrough even where the
 	// kernel offers it (every read and write then goes through the daemon).
 	NoPassthrough bool
+	// Stats counts the requests the kernel sends, per opcode, and the
+	// time their handlers take (Mount.Stats); off by default.
+	Stats bool
 }
 
 // Mount is a mounted VM filesystem.
@@ -78,6 +81,7 @@ type Mount struct {
 	mountpoint string
 	fsys       *filesystem
 	server     *fuse.Server
+	stats      *statsFS // nil unless Config.Stats
 	unmountMu  sync.Mutex
 	unmounted  bool
 }
@@ -92,10 +96,7 @@ func MountVM(mountpoint string, cfg Config) (*Mount, error) {
 	if err != nil {
 		return nil, err
 	}
-	ttl := cfg.CacheTTL
-	if ttl <= 0 {
-		ttl = DefaultCacheTTL
-	}
+	ttl := fsys.ttl
 	lg := fsys.log
 	traceLevel := slog.LevelDebug
 	if cfg.Debug {
@@ -126,12 +127,25 @@ func MountVM(mountpoint string, cfg Config) (*Mount, error) {
 		Logger:          log.New(slogWriter{lg, slog.LevelWarn}, "", 0),
 		RootStableAttr:  &fs.StableAttr{Ino: 1},
 	}
-	server, err := fs.Mount(mountpoint, fsys.root, opts)
+	// fs.Mount, with room for the counting wrapper.
+	var raw fuse.RawFileSystem = fs.NewNodeFS(fsys.root, opts)
+	var stats *statsFS
+	if cfg.Stats {
+		stats = newStatsFS(raw)
+		raw = stats
+	}
+	server, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
 	if err != nil {
 		fsys.close()
 		return nil, fmt.Errorf("fusefs: mount VM %q at %s: %w", cfg.VM, mountpoint, err)
 	}
-	m := &Mount{mountpoint: mountpoint, fsys: fsys, server: server}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		// The serving loop ends by itself when the mount failed.
+		fsys.close()
+		return nil, fmt.Errorf("fusefs: mount VM %q at %s: %w", cfg.VM, mountpoint, err)
+	}
+	m := &Mount{mountpoint: mountpoint, fsys: fsys, server: server, stats: stats}
 	fsys.passthrough.Store(!cfg.NoPassthrough && probePassthrough(server, fsys.rootFd))
 	lg.Info("fusefs: mounted", "vm", cfg.VM, "mountpoint", mountpoint,
 		"backing", fsys.backing, "apps", len(cfg.Apps), "passthrough", fsys.passthrough.Load())
@@ -293,7 +307,12 @@ func newFilesystem(cfg Config) (*filesystem, error) {
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil {
 		maxDirFds = max(64, min(int64(lim.Cur)/4, 16384))
 	}
+	ttl := cfg.CacheTTL
+	if ttl <= 0 {
+		ttl = DefaultCacheTTL
+	}
 	fsys := &filesystem{
+		ttl:       ttl,
 		maxDirFds: maxDirFds,
 		vm:        cfg.VM,
 		backing:   backing,

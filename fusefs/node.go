@@ -356,6 +356,11 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return n.fsys.toErrno("setattr", vpath, err)
 	}
 	n.attr(&st, &out.Attr)
+	// go-fuse leaves SETATTR replies uncacheable, so the kernel would ask
+	// for these very attributes again at once (rsync and cp -a: one
+	// GETATTR per chmod/utimes). They are fresh and only this daemon
+	// changes the file, so they may be cached like any other reply.
+	out.SetTimeout(n.fsys.ttl)
 	return 0
 }
 
@@ -519,7 +524,10 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	}
 }
 
-// newHandle wraps an open backing descriptor. With passthrough the kernel
+// newHandle wraps an open backing descriptor. FOPEN_NOFLUSH spares every
+// close(2) a FLUSH round trip: data is in the backing file as soon as a
+// write returns (no writeback cache) and the daemon has nothing to do at
+// flush. With passthrough the kernel
 // reads and writes the backing file itself. The kernel binds one backing
 // file to an inode while any passthrough handle is open on it and refuses
 // other opens meanwhile, and go-fuse reuses the registered backing file
@@ -529,7 +537,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 func (n *node) newHandle(fd int, st *unix.Statx_t, wr bool) (fs.FileHandle, uint32, syscall.Errno) {
 	h := &file{fd: fd, node: n, write: wr}
 	if !n.fsys.passthrough.Load() {
-		return h, fuse.FOPEN_KEEP_CACHE, 0
+		return h, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
 	}
 	key := keyOf(st)
 	n.mu.Lock()
@@ -538,11 +546,11 @@ func (n *node) newHandle(fd int, st *unix.Statx_t, wr bool) (fs.FileHandle, uint
 	case n.pt == (fileKey{}) || n.pt == key:
 		n.pt = key
 		n.ptOpen++
-		return &ptFile{h}, 0, 0
+		return &ptFile{h}, fuse.FOPEN_NOFLUSH, 0
 	case n.ptOpen > 0:
 		return nil, 0, syscall.ETXTBSY
 	}
-	return h, 0, 0
+	return h, fuse.FOPEN_NOFLUSH, 0
 }
 
 // busyElsewhere reports whether passthrough handles are open on a file

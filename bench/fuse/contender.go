@@ -46,8 +46,12 @@ type contender struct {
 	readyWord string
 	readyLine string
 	logPath   string
-	// eventsPath: where the daemon records written files ("" : it does not).
-	eventsPath string
+	// catalogPath: the daemon's catalog database ("": it has none);
+	// catalogPrefix: the workloads' directory in it (VM/relpath).
+	catalogPath, catalogPrefix string
+	// catalogRows, catalogHashed: its file rows below catalogPrefix after
+	// the daemon exited, and how many have a hash.
+	catalogRows, catalogHashed int
 
 	cmd     *exec.Cmd
 	done    chan struct{}

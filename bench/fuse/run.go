@@ -27,7 +27,13 @@ type sample struct {
 	// SettleSeconds: how long the daemon kept using CPU after the command
 	// returned (work off the request path, such as hashing for the catalog).
 	SettleSeconds float64 `json:"settle_seconds"`
+	// CatalogSeconds (rsync on v2backup): from the command's end until
+	// every copied file has a hash in the daemon's catalog.
+	CatalogSeconds float64 `json:"catalog_seconds,omitempty"`
 }
+
+// catalogLimit bounds the wait for the catalog; the target is 5 s.
+const catalogLimit = 5 * time.Minute
 
 // rssResult is the small-files memory check on the v2backup mount.
 type rssResult struct {
@@ -135,6 +141,14 @@ func run(ctx context.Context, cfg config, out io.Writer, log *slog.Logger) (err 
 		cleanRemove = false
 		return err
 	}
+	for _, c := range res.contenders {
+		if c.catalogPath == "" {
+			continue
+		}
+		if c.catalogRows, c.catalogHashed, err = catalogCounts(ctx, c.catalogPath, c.catalogPrefix); err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+	}
 	res.elapsed = time.Since(res.started)
 	rep := buildReport(res)
 	rep.print(out)
@@ -208,6 +222,15 @@ func runOne(ctx context.Context, w *workload, c *contender, round int, log *slog
 			log.Warn("daemon still busy before a timed command", "contender", c.name, "workload", w.name, "err", err)
 		}
 	}
+	hashWait := w.name == wlRsync && c.catalogPath != ""
+	prefix := c.catalogPrefix + "/" + rsyncDir
+	if hashWait {
+		// The previous round's rows must be gone, or they would count.
+		if _, err := waitCatalog(ctx, c.catalogPath, prefix, catalogLimit, "the previous copy's rows to go",
+			func(rows, _ int) bool { return rows == 0 }); err != nil {
+			return sample{}, err
+		}
+	}
 	if w.dropCaches {
 		if err := dropCaches(); err != nil {
 			return sample{}, err
@@ -218,6 +241,15 @@ func runOne(ctx context.Context, w *workload, c *contender, round int, log *slog
 		return sample{}, err
 	}
 	s := sample{Round: round + 1, Seconds: ex.elapsed.Seconds()}
+	if hashWait {
+		want := w.files
+		lag, err := waitCatalog(ctx, c.catalogPath, prefix, catalogLimit, fmt.Sprintf("%d hashed files", want),
+			func(rows, hashed int) bool { return hashed >= want })
+		if err != nil {
+			return s, err
+		}
+		s.CatalogSeconds = lag.Seconds()
+	}
 	if pid := c.pid(); pid != 0 {
 		busy, err := settle(ctx, []int{pid}, settleQuiet, settleLimit)
 		if err != nil {
@@ -367,8 +399,9 @@ func newContender(cfg config, name, root string, bins binaries, log *slog.Logger
 		local := filepath.Join(base, "local")
 		c.backingWork = filepath.Join(local, cfg.vm, cfg.relpath)
 		c.work = filepath.Join(c.mnt, cfg.relpath)
-		c.eventsPath = filepath.Join(root, "logs", name+".events")
-		c.argv = v2backupArgv(bins.mountcmd, c.mnt, local, cfg.vm, cfg.relpath, c.eventsPath)
+		c.catalogPath = filepath.Join(root, "logs", name+".catalog.db")
+		c.catalogPrefix = cfg.vm + "/" + cfg.relpath
+		c.argv = v2backupArgv(bins.mountcmd, c.mnt, local, cfg.vm, cfg.relpath, c.catalogPath)
 		c.sigtermFirst = true
 		c.readyWord = "ready"
 	case nameBindfs:
@@ -402,10 +435,10 @@ func newContender(cfg config, name, root string, bins binaries, log *slog.Logger
 // v2backupArgv is the command line of fusefs/internal/mountcmd: one VM, one
 // app whose relpath the workloads write into. mountcmd prints
 // "ready passthrough=BOOL" once mounted; the harness still polls the mount
-// itself, like every other contender's. -events makes it record every
-// written file, as the real daemon does for its catalog.
-func v2backupArgv(bin, mnt, local, vm, relpath, events string) []string {
-	return []string{bin, "-mountpoint", mnt, "-local-root", local, "-vm", vm, "-app", "bench=" + relpath, "-events", events}
+// itself, like every other contender's. -catalog makes it record and hash
+// every written file in a real catalog, as the host daemon does.
+func v2backupArgv(bin, mnt, local, vm, relpath, catalog string) []string {
+	return []string{bin, "-mountpoint", mnt, "-local-root", local, "-vm", vm, "-app", "bench=" + relpath, "-catalog", catalog}
 }
 
 // toolVersions records what was measured, for the JSON output.

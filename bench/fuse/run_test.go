@@ -55,9 +55,20 @@ func TestRunEndToEnd(t *testing.T) {
 		if d.PeakRSSKiB <= 0 {
 			t.Errorf("%s: no peak RSS", d.Contender)
 		}
-		// Every rsync'd and cp'd file (twice) and every small file was recorded.
-		if d.Contender == nameV2backup && d.WrittenEvents < 2*2*100+300 {
-			t.Errorf("v2backup recorded %d written files, want at least %d", d.WrittenEvents, 2*2*100+300)
+		// The live rsync'd and cp'd files, the small files and the
+		// sequential file are in the catalog, hashed.
+		if d.Contender == nameV2backup && (d.CatalogFiles != 2*100+300+1 || d.CatalogHashed != d.CatalogFiles) {
+			t.Errorf("v2backup catalog: %d files, %d hashed, want %d both", d.CatalogFiles, d.CatalogHashed, 2*100+300+1)
+		}
+	}
+	for _, w := range rep.Workloads {
+		if w.Name != wlRsync {
+			continue
+		}
+		for _, r := range w.Results {
+			if r.Contender == nameV2backup && (r.MedianCatalogSeconds <= 0 || len(r.Samples) != 2 || r.Samples[0].CatalogSeconds <= 0) {
+				t.Errorf("v2backup rsync: no catalog lag measured: %+v", r)
+			}
 		}
 	}
 	left, err := filepath.Glob(filepath.Join(dir, "v2backup-bench-*"))

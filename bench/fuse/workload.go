@@ -23,6 +23,8 @@ type workload struct {
 	// smallFile workloads are the ones v2backup must win against the best
 	// peer (the "twice as fast" target).
 	smallFile bool
+	// files is how many regular files a copy workload writes.
+	files int
 	// roundSetup runs once per round before the first contender.
 	roundSetup func(ctx context.Context) error
 	// prepare runs untimed before each timed command.
@@ -98,6 +100,7 @@ func buildWorkloads(cfg config, src *sourceTree) []*workload {
 			name:       wlRsync,
 			label:      "rsync -a " + treeLabel,
 			smallFile:  true,
+			files:      src.stats.Files,
 			roundSetup: func(context.Context) error { return src.warm() },
 			prepare: func(ctx context.Context, c *contender) error {
 				return os.RemoveAll(filepath.Join(c.work, rsyncDir))
@@ -114,6 +117,7 @@ func buildWorkloads(cfg config, src *sourceTree) []*workload {
 			name:       wlCp,
 			label:      "cp -a " + treeLabel,
 			smallFile:  true,
+			files:      src.stats.Files,
 			roundSetup: func(context.Context) error { return src.warm() },
 			prepare: func(ctx context.Context, c *contender) error {
 				return os.RemoveAll(filepath.Join(c.work, cpDir))

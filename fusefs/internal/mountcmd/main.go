@@ -7,10 +7,18 @@
 // It prints "ready passthrough=BOOL" on stdout once mounted, serves until
 // SIGTERM or SIGINT, then unmounts and exits 0. Exit status 1: bad flags
 // or mount failure; 2: unmount failure.
+//
+// -catalog FILE records written files in a real catalog (catalog.Open and
+// catalog.NewRecorder over -local-root), which the recorder hashes off the
+// request path; it is closed (queue drained) after the unmount.
+// -stats prints one line per FUSE opcode on stderr at exit:
+// "stats OP COUNT SECONDS" (requests answered, time spent in handlers),
+// then "stats end"; SIGUSR1 prints the same counters so far.
 package main
 
 import (
 	"bufio"
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -22,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/softxs/v2backup/catalog"
 	"github.com/softxs/v2backup/fusefs"
 )
 
@@ -75,6 +84,8 @@ func main() {
 	events := flag.String("events", "", "append Recorder events to this file")
 	verbose := flag.Bool("v", false, "log at debug level")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the daemon to this file")
+	catalogPath := flag.String("catalog", "", "record written files (hashed) in this catalog database")
+	stats := flag.Bool("stats", false, "print per-opcode request counts and handler time on stderr at exit")
 	flag.Var(&apps, "app", "application as name=relpath (repeatable)")
 	flag.Parse()
 	if *mountpoint == "" || *localRoot == "" || *vm == "" {
@@ -87,8 +98,44 @@ func main() {
 	}
 	lg := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg := fusefs.Config{VM: *vm, LocalRoot: *localRoot, Apps: apps, Logger: lg, Debug: *debug,
-		CacheTTL: *ttl, NoPassthrough: *noPT}
+		CacheTTL: *ttl, NoPassthrough: *noPT, Stats: *stats}
+	if *events != "" && *catalogPath != "" {
+		fmt.Fprintln(os.Stderr, "mountcmd: -events and -catalog are exclusive (one Recorder per mount)")
+		os.Exit(1)
+	}
 	var ev *eventLog
+	var db *catalog.DB
+	var rec *catalog.Recorder
+	if *catalogPath != "" {
+		// The recorder opens the local root; the mount would create it.
+		err := os.MkdirAll(*localRoot, 0o755)
+		if err == nil {
+			db, err = catalog.Open(*catalogPath, catalog.WithLogger(lg))
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "mountcmd:", err)
+			os.Exit(1)
+		}
+		rec, err = catalog.NewRecorder(db, *localRoot, catalog.RecorderOptions{})
+		if err != nil {
+			db.Close()
+			fmt.Fprintln(os.Stderr, "mountcmd:", err)
+			os.Exit(1)
+		}
+		cfg.Recorder = rec
+	}
+	closeCatalog := func() error {
+		if rec == nil {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		err := rec.Close(ctx)
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
 	if *events != "" {
 		f, err := os.OpenFile(*events, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 		if err != nil {
@@ -107,6 +154,7 @@ func main() {
 	m, err := fusefs.MountVM(*mountpoint, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mountcmd:", err)
+		closeCatalog()
 		os.Exit(1)
 	}
 	if *cpuprofile != "" {
@@ -117,11 +165,22 @@ func main() {
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "mountcmd: cpuprofile:", err)
 			m.Unmount()
+			closeCatalog()
 			os.Exit(1)
 		}
 		defer f.Close()
 	}
 	fmt.Printf("ready passthrough=%v\n", m.Passthrough())
+	if *stats {
+		// SIGUSR1 prints the counters so far (a benchmark marks phases).
+		usr := make(chan os.Signal, 1)
+		signal.Notify(usr, syscall.SIGUSR1)
+		go func() {
+			for range usr {
+				printStats(m)
+			}
+		}()
+	}
 	s := <-sigs
 	lg.Info("mountcmd: unmounting", "signal", s.String())
 	if *cpuprofile != "" {
@@ -133,6 +192,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "mountcmd:", err)
 		status = 2
 	}
+	printStats(m)
+	if err := closeCatalog(); err != nil {
+		fmt.Fprintln(os.Stderr, "mountcmd: catalog:", err)
+		status = 2
+	}
 	if ev != nil {
 		if err := ev.close(); err != nil {
 			fmt.Fprintln(os.Stderr, "mountcmd: events:", err)
@@ -141,4 +205,18 @@ func main() {
 	}
 	lg.Info("mountcmd: done", "took", time.Since(start))
 	os.Exit(status)
+}
+
+// printStats writes the mount's request counters on stderr, then "stats end".
+func printStats(m *fusefs.Mount) {
+	st := m.Stats()
+	if st == nil {
+		return
+	}
+	var b strings.Builder
+	for _, o := range st {
+		fmt.Fprintf(&b, "stats %s %d %.6f\n", o.Op, o.Count, o.Time.Seconds())
+	}
+	b.WriteString("stats end\n")
+	os.Stderr.WriteString(b.String())
 }
