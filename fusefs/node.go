@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -503,7 +504,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return fh, ff, errno
 		}
 		unix.Close(fd)
-		if n.fsys.passthrough.Load() && n.busyElsewhere(fileKey{}) {
+		if n.fsys.passthrough.Load() && n.stillBusy(ctx) {
 			// A reader holds the shared file in passthrough; the copy
 			// could not be opened through this node until it closes.
 			return nil, 0, syscall.ETXTBSY
@@ -555,6 +556,25 @@ func (n *node) newHandle(fd int, st *unix.Statx_t, wr bool) (fs.FileHandle, uint
 
 // busyElsewhere reports whether passthrough handles are open on a file
 // other than key: a private copy could then not be opened through n.
+// releaseWait bounds how long a copy-on-write open waits for passthrough
+// handles that were closed but whose RELEASE has not arrived yet: the
+// kernel sends RELEASE asynchronously after close(2), so a program that
+// reads a file and then opens it for writing would otherwise see ETXTBSY.
+const releaseWait = 2 * time.Second
+
+// stillBusy reports whether passthrough handles stay open on the node's
+// file after waiting up to releaseWait for pending releases.
+func (n *node) stillBusy(ctx context.Context) bool {
+	deadline := time.Now().Add(releaseWait)
+	for n.busyElsewhere(fileKey{}) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return true
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return false
+}
+
 func (n *node) busyElsewhere(key fileKey) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
