@@ -6,6 +6,10 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/softxs/v2backup/catalog"
+	"github.com/softxs/v2backup/tiers"
+	"github.com/softxs/v2backup/tiers/inventory"
 )
 
 // The questions the catalog answers: diff, find, history.
@@ -15,6 +19,32 @@ type queryOptions struct {
 }
 
 func init() { commands = append(commands, newDiffCommand, newFindCommand, newHistoryCommand) }
+
+// query is what the catalog questions work on.
+type query struct {
+	inv    *inventory.Inventory
+	server tiers.Server
+	tier   tiers.Tier
+	db     *catalog.DB
+}
+
+// openQuery loads the inventory, picks the tier (--tier, or the server's
+// own) and opens the server's catalog.
+func (g *globalOptions) openQuery(tierFlag string) (*query, error) {
+	inv, server, err := g.inventoryAndServer()
+	if err != nil {
+		return nil, err
+	}
+	tier, err := tierFor(inv, server, tierFlag)
+	if err != nil {
+		return nil, err
+	}
+	db, err := openCatalog(g, inv, server)
+	if err != nil {
+		return nil, err
+	}
+	return &query{inv, server, tier, db}, nil
+}
 
 func newDiffCommand(g *globalOptions) *cobra.Command {
 	var o queryOptions
@@ -32,25 +62,18 @@ content), with sizes. With APP only that application's files.`,
 }
 
 func runDiff(ctx context.Context, g *globalOptions, o queryOptions, args []string) error {
-	inv, server, err := g.inventoryAndServer()
+	q, err := g.openQuery(o.Tier)
 	if err != nil {
 		return err
 	}
-	tier, err := tierFor(inv, server, o.Tier)
-	if err != nil {
-		return err
-	}
+	defer q.db.Close()
+	inv, server, tier, db := q.inv, q.server, q.tier, q.db
 	prefix := ""
 	if len(args) == 3 {
 		if prefix, err = appTierPrefix(inv, server, tier, args[2]); err != nil {
 			return err
 		}
 	}
-	db, err := openCatalog(g, inv, server)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
 	a, err := db.SnapshotByName(ctx, tier, string(server), args[0])
 	if err != nil {
 		return err
@@ -92,19 +115,12 @@ shell glob where * also matches /), oldest first, with size, mtime and SHA-256.`
 }
 
 func runFind(ctx context.Context, g *globalOptions, o queryOptions, pattern string) error {
-	inv, server, err := g.inventoryAndServer()
+	q, err := g.openQuery(o.Tier)
 	if err != nil {
 		return err
 	}
-	tier, err := tierFor(inv, server, o.Tier)
-	if err != nil {
-		return err
-	}
-	db, err := openCatalog(g, inv, server)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
+	defer q.db.Close()
+	server, tier, db := q.server, q.tier, q.db
 	vs, err := db.PathHistory(ctx, tier, string(server), pattern)
 	if err != nil {
 		return err
@@ -134,22 +150,15 @@ func newHistoryCommand(g *globalOptions) *cobra.Command {
 }
 
 func runHistory(ctx context.Context, g *globalOptions, o queryOptions, name string) error {
-	inv, server, err := g.inventoryAndServer()
+	q, err := g.openQuery(o.Tier)
 	if err != nil {
 		return err
 	}
-	tier, err := tierFor(inv, server, o.Tier)
-	if err != nil {
-		return err
-	}
+	defer q.db.Close()
+	inv, server, tier, db := q.inv, q.server, q.tier, q.db
 	if _, err := appTierPrefix(inv, server, tier, name); err != nil {
 		return err
 	}
-	db, err := openCatalog(g, inv, server)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
 	hist, err := db.AppHistory(ctx, tier, string(server), name)
 	if err != nil {
 		return err
