@@ -205,6 +205,10 @@ func (m *Mount) Unmount() error {
 	}
 	var st unix.Stat_t
 	statErr := unix.Stat(m.mountpoint, &st)
+	// Only a FUSE filesystem at the mount point has a connection of ours
+	// to abort: if the mount is already gone, st is the directory below.
+	var sfs unix.Statfs_t
+	isFUSE := unix.Statfs(m.mountpoint, &sfs) == nil && sfs.Type == fuseSuperMagic
 	// Busy usually means releases of just-closed files are still on
 	// their way; give them a moment before detaching.
 	var err error
@@ -219,7 +223,7 @@ func (m *Mount) Unmount() error {
 		if derr := unix.Unmount(m.mountpoint, unix.MNT_DETACH); derr != nil && !errors.Is(derr, unix.EINVAL) {
 			return fmt.Errorf("fusefs: unmount %s: %v; lazy unmount: %w", m.mountpoint, err, derr)
 		}
-		if statErr == nil {
+		if statErr == nil && isFUSE {
 			abortConnection(st.Dev)
 		}
 		m.server.Wait()
@@ -228,6 +232,9 @@ func (m *Mount) Unmount() error {
 	m.fsys.close()
 	return nil
 }
+
+// fuseSuperMagic is statfs's f_type of a FUSE filesystem.
+const fuseSuperMagic = 0x65735546
 
 // abortConnection aborts the FUSE connection of a detached mount so that
 // its serving loop returns.

@@ -357,6 +357,11 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		return n.fsys.toErrno("setattr", vpath, err)
 	}
 	n.attr(&st, &out.Attr)
+	// A new size or mtime makes the catalog's row stale (rsync sets the
+	// mtime after writing): record the file again, as after a write.
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && (sizeOK || in.Valid&fuse.FATTR_MTIME != 0) && n.fsys.live(n.app, vpath) {
+		n.fsys.recordWritten(n.app, vpath)
+	}
 	// go-fuse leaves SETATTR replies uncacheable, so the kernel would ask
 	// for these very attributes again at once (rsync and cp -a: one
 	// GETATTR per chmod/utimes). They are fresh and only this daemon
