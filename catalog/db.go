@@ -90,6 +90,8 @@ type DB struct {
 	w    *sql.DB // exactly one connection, used only by the writer goroutine
 	r    *sql.DB // read-only pool
 
+	readonly bool // OpenReadOnly: no writer, w and reqs are nil
+
 	mu     sync.RWMutex // guards closed and sending on reqs
 	closed bool
 	reqs   chan *writeReq
@@ -160,18 +162,13 @@ func Open(path string, opts ...Option) (*DB, error) {
 		return nil, err
 	}
 
-	r, err := sql.Open("sqlite3", uri+"?mode=ro&_foreign_keys=1&_busy_timeout="+ms)
+	r, err := openReader(uri+"?mode=ro&_foreign_keys=1&_busy_timeout="+ms, abs)
 	if err != nil {
 		w.Close()
-		return nil, fmt.Errorf("catalog %s: %w", abs, err)
+		return nil, err
 	}
 	r.SetMaxOpenConns(o.readers)
 	r.SetMaxIdleConns(o.readers)
-	if err := r.Ping(); err != nil {
-		r.Close()
-		w.Close()
-		return nil, fmt.Errorf("catalog %s: open reader: %w", abs, err)
-	}
 
 	db := &DB{
 		path: abs,
@@ -183,6 +180,18 @@ func Open(path string, opts ...Option) (*DB, error) {
 	}
 	go db.writer()
 	return db, nil
+}
+
+func openReader(uri, abs string) (*sql.DB, error) {
+	r, err := sql.Open("sqlite3", uri)
+	if err != nil {
+		return nil, fmt.Errorf("catalog %s: %w", abs, err)
+	}
+	if err := r.Ping(); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("catalog %s: open reader: %w", abs, err)
+	}
+	return r, nil
 }
 
 // Path is the absolute path of the database file.
@@ -197,6 +206,13 @@ func (db *DB) Close() error {
 		return ErrClosed
 	}
 	db.closed = true
+	if db.readonly {
+		db.mu.Unlock()
+		if err := db.r.Close(); err != nil {
+			return fmt.Errorf("catalog %s: close: %w", db.path, err)
+		}
+		return nil
+	}
 	close(db.reqs)
 	db.mu.Unlock()
 	<-db.done
@@ -236,6 +252,9 @@ func (db *DB) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 func (db *DB) enqueue(ctx context.Context, req *writeReq) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if db.readonly {
+		return fmt.Errorf("catalog %s: %w", db.path, ErrReadOnly)
 	}
 	db.mu.RLock()
 	if db.closed {

@@ -132,3 +132,15 @@ func ParseSnapshotName(name string, loc *time.Location) (time.Time, error) {
 func HistoryFile(name string, t time.Time) string {
 	return "backup-" + name + "-" + t.Format("20060102")
 }
+
+// ShippedCatalogName is the file name of a host's catalog in its remote
+// view (beside SHA256SUMS and SNAPSHOT.json), and so in every backup
+// server's copy of that view. No VM name can take it (VM names are lower
+// case with no dot).
+const ShippedCatalogName = "CATALOG.db"
+
+// HostCatalog is where a backup server keeps the catalog of host s that
+// came with its last good pull: {partition}/remote/{s}/CATALOG.db.
+func (p Partition) HostCatalog(s Server) string {
+	return p.join(string(Remote), string(s), ShippedCatalogName)
+}

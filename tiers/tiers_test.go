@@ -20,6 +20,7 @@ func TestSeedPaths(t *testing.T) {
 		{p.Local(vm, rel), "/v01/backup/local/web/demo.softxs.ch/hydro"},
 		{p.RemoteRoot(), "/v01/backup/remote"},
 		{p.RemoteServer(s), "/v01/backup/remote/zg-3.softxs.ch"},
+		{p.HostCatalog(s), "/v01/backup/remote/zg-3.softxs.ch/CATALOG.db"},
 		{p.Remote(s, vm, rel), "/v01/backup/remote/zg-3.softxs.ch/web/demo.softxs.ch/hydro"},
 		{p.Local(NoVM, mustRelpath(t, "cardenillo.softxs.ch")), "/v01/backup/local/_host/cardenillo.softxs.ch"},
 		{p.SnapshotDir(Local), "/v01/backup/snapshots/local"},
