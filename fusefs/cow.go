@@ -24,6 +24,9 @@ import (
 // hold the directory's lock, so the drop is then asynchronous (async).
 func (n *node) privateCopy(ctx context.Context, dirfd int, name, vpath string, st *unix.Statx_t, keepContent, async bool) syscall.Errno {
 	f := n.fsys
+	// The directory's times before the temporary file moves them.
+	var dst unix.Statx_t
+	haveDir := statFd(dirfd, &dst) == nil
 	tmp := fmt.Sprintf(".v2backup-cow.%016x", rand.Uint64())
 	dfd, err := unix.Openat(dirfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -66,8 +69,6 @@ func (n *node) privateCopy(ctx context.Context, dirfd int, name, vpath string, s
 	if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", dfd), ts, 0); err != nil {
 		return f.toErrno("copy/utimens", vpath, err)
 	}
-	var dst unix.Statx_t
-	haveDir := statFd(dirfd, &dst) == nil
 	if err := unix.Renameat(dirfd, tmp, dirfd, name); err != nil {
 		return f.toErrno("copy/rename", vpath, err)
 	}
