@@ -35,6 +35,10 @@ const (
 // (a nightly backup plus two hours of slack).
 const DefaultWarnAge = 26 * time.Hour
 
+// RecentRuns is how many of an application's latest job runs App.Runs
+// holds: more than a day's worth for a job run hourly.
+const RecentRuns = 50
+
 // DefaultNights is how many nights the trend covers.
 const DefaultNights = 30
 
@@ -81,13 +85,16 @@ type Source func(ctx context.Context) ([]*Report, error)
 
 // App is one application's row.
 type App struct {
-	Name        string           `json:"name"`
-	Description string           `json:"description"`
-	Server      string           `json:"server"`
-	VM          string           `json:"vm"`
-	Relpath     string           `json:"relpath"`
-	Type        string           `json:"type"`
-	Expect      inventory.Expect `json:"-"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Server      string `json:"server"`
+	VM          string `json:"vm"`
+	Relpath     string `json:"relpath"`
+	// Path is where the application lives on its VM or server (the seed's
+	// "Local Path").
+	Path   string           `json:"path,omitempty"`
+	Type   string           `json:"type"`
+	Expect inventory.Expect `json:"-"`
 	// LastSuccess is the end of the last ok backup run, or the time of the
 	// last snapshot that took the application as complete, whichever is
 	// later; zero if none.
@@ -102,6 +109,9 @@ type App struct {
 	// LastRun is the latest backup job run, nil if the application has
 	// none (written with plain cp or rsync).
 	LastRun *catalog.Run `json:"last_run,omitempty"`
+	// Runs are the latest backup job runs (at most RecentRuns), newest
+	// first; check judges finished_by by them.
+	Runs []catalog.Run `json:"-"`
 	// Trend is the application in the last complete snapshots, oldest first.
 	Trend []Night `json:"trend"`
 	State State   `json:"state"`
@@ -155,7 +165,7 @@ func Build(ctx context.Context, o Options) (*Report, error) {
 	if o.DB == nil {
 		for _, a := range o.Inventory.AppsOn(o.Server, "") {
 			r.Apps = append(r.Apps, App{Name: a.Name, Description: a.Description, Server: string(a.Server), VM: string(a.VM),
-				Relpath: string(a.Relpath), Type: string(a.Type), Expect: o.Inventory.ExpectFor(&a), State: Never, Error: o.Missing})
+				Relpath: string(a.Relpath), Path: a.Path, Type: string(a.Type), Expect: o.Inventory.ExpectFor(&a), State: Never, Error: o.Missing})
 		}
 	} else if err := r.fromHost(ctx, o, now, nights); err != nil {
 		return nil, err
@@ -238,7 +248,7 @@ func (r *Report) fromOwn(ctx context.Context, own *catalog.DB) error {
 func buildApp(ctx context.Context, db *catalog.DB, inv *inventory.Inventory, a inventory.App, tot catalog.FileTotal,
 	hist []catalog.SnapshotApp, now time.Time, nights int) (App, error) {
 	r := App{Name: a.Name, Description: a.Description, Server: string(a.Server), VM: string(a.VM),
-		Relpath: string(a.Relpath), Type: string(a.Type), Expect: inv.ExpectFor(&a), Files: tot.Files, Bytes: tot.Bytes}
+		Relpath: string(a.Relpath), Path: a.Path, Type: string(a.Type), Expect: inv.ExpectFor(&a), Files: tot.Files, Bytes: tot.Bytes}
 	if run, ok, err := db.LastSuccess(ctx, a.Name, "backup"); err != nil {
 		return r, err
 	} else if ok {
@@ -256,11 +266,12 @@ func buildApp(ctx context.Context, db *catalog.DB, inv *inventory.Inventory, a i
 	for _, h := range hist {
 		r.Trend = append(r.Trend, Night{Snapshot: h.Snapshot.Name, Created: h.Snapshot.Created, State: h.State, Files: h.Files, Bytes: h.Bytes})
 	}
-	runs, err := db.Runs(ctx, a.Name, "backup", 1)
+	runs, err := db.Runs(ctx, a.Name, "backup", RecentRuns)
 	if err != nil {
 		return r, err
 	}
 	if len(runs) > 0 {
+		r.Runs = runs
 		r.LastRun = &runs[0]
 	}
 	warn := r.Expect.WarnAge.Duration

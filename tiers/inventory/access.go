@@ -21,6 +21,15 @@ const (
 	DefaultSSHPort   = 22
 )
 
+// DefaultExpect is the site's expectations where the file leaves a field
+// out: a success at most 26h old (a nightly backup plus two hours of slack)
+// warns after that and is critical after 50h (two missed nights), and a
+// live tree with no file is critical.
+var DefaultExpect = Expect{MinFiles: 1, WarnAge: Duration{26 * time.Hour}, CritAge: Duration{50 * time.Hour}}
+
+// DefaultCopyMaxAgeDays is Site.CopyMaxAgeDays when left out.
+const DefaultCopyMaxAgeDays = 8
+
 // DefaultRetention is the site's retention when the file sets none of it.
 var DefaultRetention = Retention{Nightly: 7, Weekly: 4, Monthly: 6}
 
@@ -80,6 +89,10 @@ func (inv *Inventory) applyDefaults() {
 	}
 	if inv.Site.Retention == (Retention{}) {
 		inv.Site.Retention = DefaultRetention
+	}
+	inv.Site.Expect = inv.Site.Expect.withDefaults()
+	if inv.Site.CopyMaxAgeDays == 0 {
+		inv.Site.CopyMaxAgeDays = DefaultCopyMaxAgeDays
 	}
 	for i := range inv.Servers {
 		s := &inv.Servers[i]
@@ -260,6 +273,21 @@ func (inv *Inventory) RetentionOf(name tiers.Server) Retention {
 		return *b.Retention
 	}
 	return inv.Site.Retention
+}
+
+// withDefaults fills DefaultExpect's fields that e leaves out.
+func (e Expect) withDefaults() Expect {
+	d := DefaultExpect
+	if e.MinFiles == 0 {
+		e.MinFiles = d.MinFiles
+	}
+	if e.WarnAge.Duration == 0 {
+		e.WarnAge = d.WarnAge
+	}
+	if e.CritAge.Duration == 0 {
+		e.CritAge = d.CritAge
+	}
+	return e
 }
 
 // ExpectFor is what a good night of app looks like: the site's expectations

@@ -42,8 +42,14 @@ type Site struct {
 	// Retention says how many snapshots of each kind to keep; default 7
 	// nightly, 4 weekly, 6 monthly when all three are left out (or 0).
 	Retention Retention `toml:"retention"`
-	// Expect holds the default expectations for every application.
+	// Expect holds the default expectations for every application; warn_age
+	// defaults to 26h, crit_age to 50h and min_files to 1 (see
+	// DefaultExpect), the others to no expectation.
 	Expect Expect `toml:"expect"`
+	// CopyMaxAgeDays is how many days an off-site drive may go unseen, and
+	// (on a backup server) how old a host's last good pull may be, before
+	// `check` warns; default 8 (a weekly rotation plus a day). Not negative.
+	CopyMaxAgeDays int `toml:"copy_max_age_days"`
 }
 
 // SnapshotSchedule is the nightly snapshot's timing.
@@ -67,16 +73,21 @@ type Retention struct {
 }
 
 // Expect is what a good night's backup of an application looks like.
-// Zero values mean "no expectation"; counts may not be negative.
+// Zero values mean "no expectation" (the loader fills DefaultExpect's into
+// the site's); counts may not be negative, and the warning age may not be
+// above the critical age. `v2backup check` evaluates them (jobs/check).
 type Expect struct {
-	// FinishedBy is the time of day the backup must have finished.
+	// FinishedBy is the time of day the night's backup must have finished.
 	FinishedBy Clock `toml:"finished_by"`
-	// MinFiles and MinMB are lower bounds for the application's tree.
+	// MinFiles and MinMB are lower bounds for the application's live tree;
+	// one MB is 2^20 bytes (what du -m and status's sizes count).
 	MinFiles int64   `toml:"min_files"`
 	MinMB    float64 `toml:"min_mb"`
-	// MaxChangePercent bounds the night-to-night change of files and bytes.
+	// MaxChangePercent bounds the change of files and of bytes between the
+	// last two nightly snapshots, in percent of the earlier night.
 	MaxChangePercent float64 `toml:"max_change_percent"`
-	// WarnAge and CritAge bound the age of the last success.
+	// WarnAge and CritAge bound the age of the last success; WarnAge may
+	// not be above CritAge.
 	WarnAge Duration `toml:"warn_age"`
 	CritAge Duration `toml:"crit_age"`
 }

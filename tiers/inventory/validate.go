@@ -26,6 +26,7 @@ func (l *loader) validate(inv *Inventory) {
 	l.validateApps(inv, servers, vms)
 	l.validateBackupServers(inv, servers)
 	l.validateMounts(inv, servers, vms)
+	l.validateAges(inv)
 }
 
 // name parses one name with its tiers rule; an empty required name is
@@ -100,6 +101,43 @@ func (l *loader) validateSite(s *Site) {
 	l.abs("site.catalog", s.Catalog)
 	l.retention("site.retention", s.Retention)
 	l.expect("site.expect", s.Expect)
+	l.nonNegative("site.copy_max_age_days", float64(s.CopyMaxAgeDays))
+}
+
+// validateAges checks that each application's warning age, defaults
+// included, is not above its critical age: `check` would never warn.
+func (l *loader) validateAges(inv *Inventory) {
+	site := inv.Site.Expect.withDefaults()
+	bad := func(e Expect) bool { return e.WarnAge.Duration > e.CritAge.Duration }
+	if bad(site) {
+		dflt := ""
+		if inv.Site.Expect.CritAge.Duration == 0 {
+			dflt = " (the default)"
+		}
+		l.errAt("site.expect.warn_age", "warn_age %v is above crit_age %v%s", site.WarnAge.Duration, site.CritAge.Duration, dflt)
+		return
+	}
+	for i := range inv.Apps {
+		o := inv.Apps[i].Expect
+		if o == nil || (o.WarnAge.Duration == 0 && o.CritAge.Duration == 0) {
+			continue
+		}
+		e := site
+		if o.WarnAge.Duration != 0 {
+			e.WarnAge = o.WarnAge
+		}
+		if o.CritAge.Duration != 0 {
+			e.CritAge = o.CritAge
+		}
+		if bad(e) {
+			key := fmt.Sprintf("app.%d.expect.warn_age", i)
+			if o.WarnAge.Duration == 0 {
+				key = fmt.Sprintf("app.%d.expect.crit_age", i)
+			}
+			l.errAt(key, "warn_age %v is above crit_age %v (application %q, the site's values where it sets none)",
+				e.WarnAge.Duration, e.CritAge.Duration, inv.Apps[i].Name)
+		}
+	}
 }
 
 // validateServers returns the valid declared servers and where each is.
