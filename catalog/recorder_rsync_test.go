@@ -281,8 +281,10 @@ func TestRecorderDirRenamedBeforeItsEvent(t *testing.T) {
 func TestRecorderRemovedForgetsVanished(t *testing.T) {
 	e := newRecEnv(t, RecorderOptions{})
 	writeFile(t, e.root, "web/a/gone", "x")
-	e.r.Written("x", "web/a/gone")
+	// Gone before the hasher gets to it: removed before its Written is
+	// handled (removing after Written raced the hasher).
 	os.Remove(filepath.Join(e.root, "web/a/gone"))
+	e.r.Written("x", "web/a/gone")
 	e.flush(t)
 	e.r.mu.Lock()
 	n := e.r.vanished.Len()

@@ -1,9 +1,10 @@
 package fusefs
 
 import (
-	"sort"
-	"sync"
+	"slices"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -14,64 +15,162 @@ type OpStats struct {
 	Op    string        // FUSE opcode name, e.g. "LOOKUP"
 	Count uint64        // requests answered
 	Time  time.Duration // total time spent in the handlers
+	// Errors counts the replies with an error status, except the ones a
+	// healthy filesystem gives all the time: ENOENT to LOOKUP (every
+	// create and every negative lookup) and ENODATA to GETXATTR (an
+	// attribute the file does not have, e.g. security.capability).
+	Errors uint64
+}
+
+// opcode indexes the counters: a fixed array, so counting a request costs
+// three atomic adds and no lock or map lookup, cheap enough to be always on.
+type opcode int
+
+const (
+	opLookup opcode = iota
+	opForget
+	opGetattr
+	opSetattr
+	opMknod
+	opMkdir
+	opUnlink
+	opRmdir
+	opRename
+	opLink
+	opSymlink
+	opReadlink
+	opAccess
+	opGetxattr
+	opListxattr
+	opSetxattr
+	opRemovexattr
+	opCreate
+	opTmpfile
+	opOpen
+	opRead
+	opLseek
+	opGetlk
+	opSetlk
+	opSetlkw
+	opRelease
+	opWrite
+	opCopyFileRange
+	opIoctl
+	opFlush
+	opFsync
+	opFallocate
+	opOpendir
+	opReaddir
+	opReaddirplus
+	opReleasedir
+	opFsyncdir
+	opStatfs
+	opStatx
+	numOps
+)
+
+// opNames are the FUSE protocol's names of the opcodes, sorted as the
+// constants are, which is not alphabetically.
+var opNames = [numOps]string{
+	"LOOKUP",
+	"FORGET",
+	"GETATTR",
+	"SETATTR",
+	"MKNOD",
+	"MKDIR",
+	"UNLINK",
+	"RMDIR",
+	"RENAME",
+	"LINK",
+	"SYMLINK",
+	"READLINK",
+	"ACCESS",
+	"GETXATTR",
+	"LISTXATTR",
+	"SETXATTR",
+	"REMOVEXATTR",
+	"CREATE",
+	"TMPFILE",
+	"OPEN",
+	"READ",
+	"LSEEK",
+	"GETLK",
+	"SETLK",
+	"SETLKW",
+	"RELEASE",
+	"WRITE",
+	"COPY_FILE_RANGE",
+	"IOCTL",
+	"FLUSH",
+	"FSYNC",
+	"FALLOCATE",
+	"OPENDIR",
+	"READDIR",
+	"READDIRPLUS",
+	"RELEASEDIR",
+	"FSYNCDIR",
+	"STATFS",
+	"STATX",
 }
 
 // opCounter accumulates OpStats for one opcode.
 type opCounter struct {
-	count atomic.Uint64
-	nanos atomic.Int64
+	count  atomic.Uint64
+	errors atomic.Uint64
+	nanos  atomic.Int64
 }
 
-// statsFS counts the requests the kernel sends and the time their
-// handlers take. Only used when Config.Stats is set: it measures the
-// daemon's side of a workload independently of machine load.
+// statsFS counts the requests the kernel sends, the time their handlers
+// take and the errors they return. The daemon keeps it on (metrics); a
+// benchmark uses it to measure the daemon's side of a workload
+// independently of machine load.
 type statsFS struct {
 	fuse.RawFileSystem
-	mu  sync.Mutex
-	ops map[string]*opCounter
+	ops [numOps]opCounter
 }
 
 func newStatsFS(raw fuse.RawFileSystem) *statsFS {
-	return &statsFS{RawFileSystem: raw, ops: map[string]*opCounter{}}
+	return &statsFS{RawFileSystem: raw}
 }
 
-func (s *statsFS) counter(op string) *opCounter {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := s.ops[op]
-	if c == nil {
-		c = &opCounter{}
-		s.ops[op] = c
-	}
-	return c
-}
-
-// track starts timing one request; call the result when it is answered.
-func (s *statsFS) track(op string) func() {
-	c := s.counter(op)
-	start := time.Now()
-	return func() {
-		c.count.Add(1)
-		c.nanos.Add(int64(time.Since(start)))
+// done counts one answered request of op that started at start.
+func (s *statsFS) done(op opcode, start time.Time, st fuse.Status) {
+	c := &s.ops[op]
+	c.count.Add(1)
+	c.nanos.Add(int64(time.Since(start)))
+	if isError(op, st) {
+		c.errors.Add(1)
 	}
 }
 
-// snapshot returns the counters sorted by opcode name.
+// isError reports whether st is an error worth counting for op.
+func isError(op opcode, st fuse.Status) bool {
+	switch {
+	case st == fuse.OK:
+		return false
+	case op == opLookup && st == fuse.ENOENT:
+		return false
+	case op == opGetxattr && st == fuse.Status(syscall.ENODATA):
+		return false
+	}
+	return true
+}
+
+// snapshot returns the counters of the opcodes seen, sorted by name.
 func (s *statsFS) snapshot() []OpStats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]OpStats, 0, len(s.ops))
-	for op, c := range s.ops {
+	out := make([]OpStats, 0, numOps)
+	for op := range numOps {
+		c := &s.ops[op]
 		if n := c.count.Load(); n > 0 {
-			out = append(out, OpStats{Op: op, Count: n, Time: time.Duration(c.nanos.Load())})
+			out = append(out, OpStats{Op: opNames[op], Count: n, Time: time.Duration(c.nanos.Load()), Errors: c.errors.Load()})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Op < out[j].Op })
+	slices.SortFunc(out, func(a, b OpStats) int { return strings.Compare(a.Op, b.Op) })
 	return out
 }
 
-// Stats returns per-opcode request counts and handler time since the
-// mount, sorted by opcode; nil unless Config.Stats was set.
+// Stats returns per-opcode request counts, errors and handler time since
+// the mount, sorted by opcode; nil unless Config.Stats was set.
 func (m *Mount) Stats() []OpStats {
 	if m.stats == nil {
 		return nil
@@ -80,201 +179,278 @@ func (m *Mount) Stats() []OpStats {
 }
 
 func (s *statsFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
-	defer s.track("LOOKUP")()
-	return s.RawFileSystem.Lookup(cancel, h, name, out)
+	t := time.Now()
+	st := s.RawFileSystem.Lookup(cancel, h, name, out)
+	s.done(opLookup, t, st)
+	return st
 }
 
 func (s *statsFS) Forget(nodeid, nlookup uint64) {
-	defer s.track("FORGET")()
+	t := time.Now()
 	s.RawFileSystem.Forget(nodeid, nlookup)
+	s.done(opForget, t, fuse.OK)
 }
 
 func (s *statsFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
-	defer s.track("GETATTR")()
-	return s.RawFileSystem.GetAttr(cancel, in, out)
+	t := time.Now()
+	st := s.RawFileSystem.GetAttr(cancel, in, out)
+	s.done(opGetattr, t, st)
+	return st
 }
 
 func (s *statsFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
-	defer s.track("SETATTR")()
-	return s.RawFileSystem.SetAttr(cancel, in, out)
+	t := time.Now()
+	st := s.RawFileSystem.SetAttr(cancel, in, out)
+	s.done(opSetattr, t, st)
+	return st
 }
 
 func (s *statsFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	defer s.track("MKNOD")()
-	return s.RawFileSystem.Mknod(cancel, in, name, out)
+	t := time.Now()
+	st := s.RawFileSystem.Mknod(cancel, in, name, out)
+	s.done(opMknod, t, st)
+	return st
 }
 
 func (s *statsFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	defer s.track("MKDIR")()
-	return s.RawFileSystem.Mkdir(cancel, in, name, out)
+	t := time.Now()
+	st := s.RawFileSystem.Mkdir(cancel, in, name, out)
+	s.done(opMkdir, t, st)
+	return st
 }
 
 func (s *statsFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	defer s.track("UNLINK")()
-	return s.RawFileSystem.Unlink(cancel, h, name)
+	t := time.Now()
+	st := s.RawFileSystem.Unlink(cancel, h, name)
+	s.done(opUnlink, t, st)
+	return st
 }
 
 func (s *statsFS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	defer s.track("RMDIR")()
-	return s.RawFileSystem.Rmdir(cancel, h, name)
+	t := time.Now()
+	st := s.RawFileSystem.Rmdir(cancel, h, name)
+	s.done(opRmdir, t, st)
+	return st
 }
 
 func (s *statsFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
-	defer s.track("RENAME")()
-	return s.RawFileSystem.Rename(cancel, in, oldName, newName)
+	t := time.Now()
+	st := s.RawFileSystem.Rename(cancel, in, oldName, newName)
+	s.done(opRename, t, st)
+	return st
 }
 
 func (s *statsFS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	defer s.track("LINK")()
-	return s.RawFileSystem.Link(cancel, in, name, out)
+	t := time.Now()
+	st := s.RawFileSystem.Link(cancel, in, name, out)
+	s.done(opLink, t, st)
+	return st
 }
 
 func (s *statsFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
-	defer s.track("SYMLINK")()
-	return s.RawFileSystem.Symlink(cancel, h, target, name, out)
+	t := time.Now()
+	st := s.RawFileSystem.Symlink(cancel, h, target, name, out)
+	s.done(opSymlink, t, st)
+	return st
 }
 
 func (s *statsFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
-	defer s.track("READLINK")()
-	return s.RawFileSystem.Readlink(cancel, h)
+	t := time.Now()
+	v, st := s.RawFileSystem.Readlink(cancel, h)
+	s.done(opReadlink, t, st)
+	return v, st
 }
 
 func (s *statsFS) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
-	defer s.track("ACCESS")()
-	return s.RawFileSystem.Access(cancel, in)
+	t := time.Now()
+	st := s.RawFileSystem.Access(cancel, in)
+	s.done(opAccess, t, st)
+	return st
 }
 
 func (s *statsFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
-	defer s.track("GETXATTR")()
-	return s.RawFileSystem.GetXAttr(cancel, h, attr, dest)
+	t := time.Now()
+	v, st := s.RawFileSystem.GetXAttr(cancel, h, attr, dest)
+	s.done(opGetxattr, t, st)
+	return v, st
 }
 
 func (s *statsFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
-	defer s.track("LISTXATTR")()
-	return s.RawFileSystem.ListXAttr(cancel, h, dest)
+	t := time.Now()
+	v, st := s.RawFileSystem.ListXAttr(cancel, h, dest)
+	s.done(opListxattr, t, st)
+	return v, st
 }
 
 func (s *statsFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	defer s.track("SETXATTR")()
-	return s.RawFileSystem.SetXAttr(cancel, in, attr, data)
+	t := time.Now()
+	st := s.RawFileSystem.SetXAttr(cancel, in, attr, data)
+	s.done(opSetxattr, t, st)
+	return st
 }
 
 func (s *statsFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
-	defer s.track("REMOVEXATTR")()
-	return s.RawFileSystem.RemoveXAttr(cancel, h, attr)
+	t := time.Now()
+	st := s.RawFileSystem.RemoveXAttr(cancel, h, attr)
+	s.done(opRemovexattr, t, st)
+	return st
 }
 
 func (s *statsFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	defer s.track("CREATE")()
-	return s.RawFileSystem.Create(cancel, in, name, out)
+	t := time.Now()
+	st := s.RawFileSystem.Create(cancel, in, name, out)
+	s.done(opCreate, t, st)
+	return st
 }
 
 func (s *statsFS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
-	defer s.track("TMPFILE")()
-	return s.RawFileSystem.Tmpfile(cancel, in, out)
+	t := time.Now()
+	st := s.RawFileSystem.Tmpfile(cancel, in, out)
+	s.done(opTmpfile, t, st)
+	return st
 }
 
 func (s *statsFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	defer s.track("OPEN")()
-	return s.RawFileSystem.Open(cancel, in, out)
+	t := time.Now()
+	st := s.RawFileSystem.Open(cancel, in, out)
+	s.done(opOpen, t, st)
+	return st
 }
 
 func (s *statsFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
-	defer s.track("READ")()
-	return s.RawFileSystem.Read(cancel, in, buf)
+	t := time.Now()
+	v, st := s.RawFileSystem.Read(cancel, in, buf)
+	s.done(opRead, t, st)
+	return v, st
 }
 
 func (s *statsFS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
-	defer s.track("LSEEK")()
-	return s.RawFileSystem.Lseek(cancel, in, out)
+	t := time.Now()
+	st := s.RawFileSystem.Lseek(cancel, in, out)
+	s.done(opLseek, t, st)
+	return st
 }
 
 func (s *statsFS) GetLk(cancel <-chan struct{}, in *fuse.LkIn, out *fuse.LkOut) fuse.Status {
-	defer s.track("GETLK")()
-	return s.RawFileSystem.GetLk(cancel, in, out)
+	t := time.Now()
+	st := s.RawFileSystem.GetLk(cancel, in, out)
+	s.done(opGetlk, t, st)
+	return st
 }
 
 func (s *statsFS) SetLk(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
-	defer s.track("SETLK")()
-	return s.RawFileSystem.SetLk(cancel, in)
+	t := time.Now()
+	st := s.RawFileSystem.SetLk(cancel, in)
+	s.done(opSetlk, t, st)
+	return st
 }
 
 func (s *statsFS) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
-	defer s.track("SETLKW")()
-	return s.RawFileSystem.SetLkw(cancel, in)
+	t := time.Now()
+	st := s.RawFileSystem.SetLkw(cancel, in)
+	s.done(opSetlkw, t, st)
+	return st
 }
 
 func (s *statsFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
-	defer s.track("RELEASE")()
+	t := time.Now()
 	s.RawFileSystem.Release(cancel, in)
+	s.done(opRelease, t, fuse.OK)
 }
 
 func (s *statsFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	defer s.track("WRITE")()
-	return s.RawFileSystem.Write(cancel, in, data)
+	t := time.Now()
+	v, st := s.RawFileSystem.Write(cancel, in, data)
+	s.done(opWrite, t, st)
+	return v, st
 }
 
 func (s *statsFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	defer s.track("WRITE")()
-	return s.RawFileSystem.Writev(cancel, in, data)
+	t := time.Now()
+	v, st := s.RawFileSystem.Writev(cancel, in, data)
+	s.done(opWrite, t, st)
+	return v, st
 }
 
 func (s *statsFS) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
-	defer s.track("COPY_FILE_RANGE")()
-	return s.RawFileSystem.CopyFileRange(cancel, in)
+	t := time.Now()
+	v, st := s.RawFileSystem.CopyFileRange(cancel, in)
+	s.done(opCopyFileRange, t, st)
+	return v, st
 }
 
 func (s *statsFS) Ioctl(cancel <-chan struct{}, in *fuse.IoctlIn, inbuf []byte, out *fuse.IoctlOut, outbuf []byte) fuse.Status {
-	defer s.track("IOCTL")()
-	return s.RawFileSystem.Ioctl(cancel, in, inbuf, out, outbuf)
+	t := time.Now()
+	st := s.RawFileSystem.Ioctl(cancel, in, inbuf, out, outbuf)
+	s.done(opIoctl, t, st)
+	return st
 }
 
 func (s *statsFS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status {
-	defer s.track("FLUSH")()
-	return s.RawFileSystem.Flush(cancel, in)
+	t := time.Now()
+	st := s.RawFileSystem.Flush(cancel, in)
+	s.done(opFlush, t, st)
+	return st
 }
 
 func (s *statsFS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	defer s.track("FSYNC")()
-	return s.RawFileSystem.Fsync(cancel, in)
+	t := time.Now()
+	st := s.RawFileSystem.Fsync(cancel, in)
+	s.done(opFsync, t, st)
+	return st
 }
 
 func (s *statsFS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	defer s.track("FALLOCATE")()
-	return s.RawFileSystem.Fallocate(cancel, in)
+	t := time.Now()
+	st := s.RawFileSystem.Fallocate(cancel, in)
+	s.done(opFallocate, t, st)
+	return st
 }
 
 func (s *statsFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	defer s.track("OPENDIR")()
-	return s.RawFileSystem.OpenDir(cancel, in, out)
+	t := time.Now()
+	st := s.RawFileSystem.OpenDir(cancel, in, out)
+	s.done(opOpendir, t, st)
+	return st
 }
 
 func (s *statsFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	defer s.track("READDIR")()
-	return s.RawFileSystem.ReadDir(cancel, in, out)
+	t := time.Now()
+	st := s.RawFileSystem.ReadDir(cancel, in, out)
+	s.done(opReaddir, t, st)
+	return st
 }
 
 func (s *statsFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	defer s.track("READDIRPLUS")()
-	return s.RawFileSystem.ReadDirPlus(cancel, in, out)
+	t := time.Now()
+	st := s.RawFileSystem.ReadDirPlus(cancel, in, out)
+	s.done(opReaddirplus, t, st)
+	return st
 }
 
 func (s *statsFS) ReleaseDir(in *fuse.ReleaseIn) {
-	defer s.track("RELEASEDIR")()
+	t := time.Now()
 	s.RawFileSystem.ReleaseDir(in)
+	s.done(opReleasedir, t, fuse.OK)
 }
 
 func (s *statsFS) FsyncDir(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	defer s.track("FSYNCDIR")()
-	return s.RawFileSystem.FsyncDir(cancel, in)
+	t := time.Now()
+	st := s.RawFileSystem.FsyncDir(cancel, in)
+	s.done(opFsyncdir, t, st)
+	return st
 }
 
 func (s *statsFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
-	defer s.track("STATFS")()
-	return s.RawFileSystem.StatFs(cancel, h, out)
+	t := time.Now()
+	st := s.RawFileSystem.StatFs(cancel, h, out)
+	s.done(opStatfs, t, st)
+	return st
 }
 
 func (s *statsFS) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
-	defer s.track("STATX")()
-	return s.RawFileSystem.Statx(cancel, in, out)
+	t := time.Now()
+	st := s.RawFileSystem.Statx(cancel, in, out)
+	s.done(opStatx, t, st)
+	return st
 }

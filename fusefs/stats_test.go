@@ -1,9 +1,13 @@
 package fusefs
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // opCount returns how many requests of op the mount has answered.
@@ -105,4 +109,83 @@ func TestStatsOff(t *testing.T) {
 	if s := tm.m.Stats(); s != nil {
 		t.Errorf("Stats() = %+v without Config.Stats", s)
 	}
+}
+
+// errCount returns how many error replies of op the mount has counted.
+func errCount(m *Mount, op string) uint64 {
+	for _, s := range m.Stats() {
+		if s.Op == op {
+			return s.Errors
+		}
+	}
+	return 0
+}
+
+// TestStatsErrors: a failed request is counted as an error of its opcode;
+// the ENOENT of a negative LOOKUP and the ENODATA of a missing extended
+// attribute are normal and are not.
+func TestStatsErrors(t *testing.T) {
+	tm := mountT(t, "web", testApps, func(c *Config) { c.Stats = true })
+	m := tm.m
+	dir := tm.p("demo.softxs.ch/hydro/d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/f", []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(tm.p("demo.softxs.ch/hydro/missing")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("lstat of a missing file: %v", err)
+	}
+	if _, err := unix.Lgetxattr(dir+"/f", "user.none", make([]byte, 64)); !errors.Is(err, unix.ENODATA) {
+		t.Fatalf("getxattr of a missing attribute: %v, want ENODATA", err)
+	}
+	if n := opCount(m, "GETXATTR"); n == 0 {
+		t.Fatalf("no GETXATTR request counted; stats %+v", m.Stats())
+	}
+	if n := errCount(m, "LOOKUP") + errCount(m, "GETXATTR"); n != 0 {
+		t.Errorf("%d LOOKUP/GETXATTR errors counted for ENOENT/ENODATA; stats %+v", n, m.Stats())
+	}
+	if err := unix.Rmdir(dir); !errors.Is(err, unix.ENOTEMPTY) {
+		t.Fatalf("rmdir of a non-empty directory: %v, want ENOTEMPTY", err)
+	}
+	if n := errCount(m, "RMDIR"); n != 1 {
+		t.Errorf("%d RMDIR errors after one failed rmdir, want 1; stats %+v", n, m.Stats())
+	}
+	if err := os.Remove(dir + "/f"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if c, e := opCount(m, "RMDIR"), errCount(m, "RMDIR"); c != 2 || e != 1 {
+		t.Errorf("RMDIR: %d requests, %d errors; want 2 and 1", c, e)
+	}
+	for _, s := range m.Stats() {
+		if s.Errors > s.Count {
+			t.Errorf("%s: %d errors in %d requests", s.Op, s.Errors, s.Count)
+		}
+	}
+}
+
+// TestOpNames: every opcode has its protocol name, once.
+func TestOpNames(t *testing.T) {
+	seen := map[string]bool{}
+	for op, name := range opNames {
+		if name == "" || seen[name] {
+			t.Errorf("opcode %d: name %q empty or repeated", op, name)
+		}
+		seen[name] = true
+	}
+}
+
+// BenchmarkStatsDone is the cost the always-on counters add to each FUSE
+// request, from every core at once.
+func BenchmarkStatsDone(b *testing.B) {
+	s := newStatsFS(nil)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			s.done(opWrite, time.Now(), 0)
+		}
+	})
 }

@@ -47,7 +47,11 @@ catalog. SIGHUP re-reads the inventory: new VMs are mounted, removed ones
 unmounted, moved applications rerouted; a broken inventory leaves the running
 one in place. A stale mount left by a crash is detached and mounted again.
 With NOTIFY_SOCKET set (systemd Type=notify) it reports READY=1 once every
-mount is up.`,
+mount is up.
+
+With listen set (in [[server]], else [[backup_server]]) it also serves
+/metrics for Prometheus and the status page at that address. On a machine
+that is only a backup server it serves just that listener, without mounts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return runServe(cmd.Context(), g, o) },
 	}
@@ -69,6 +73,7 @@ type daemon struct {
 	ctx     context.Context
 	view    *roview.RemoteView
 	admin   *fuse.Server
+	live    *daemonLive // counters for /metrics
 
 	cur        atomic.Pointer[inventory.Inventory] // the inventory in force
 	reschedule chan struct{}
@@ -99,6 +104,9 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		return err
 	}
 	if _, ok := inv.Server(server); !ok {
+		if inv.IsBackupServer(server) {
+			return serveBackupServer(ctx, g, inv, server, hup)
+		}
 		return usagef("server %s is not declared in %s (use --server)", server, inv.File)
 	}
 	d := &daemon{g: g, o: o, server: server, part: inv.Partition(server), mounts: map[tiers.VM]*vmMount{},
@@ -162,6 +170,8 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		return err
 	}
 	defer d.unmountViews()
+	web := d.startDaemonHTTP(inv)
+	defer web.Close(g.log)
 	d.reschedule = make(chan struct{}, 1)
 	background.Add(1)
 	go func() {
@@ -187,6 +197,7 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 				if err := d.apply(next); err != nil {
 					g.log.Error("reload applied partly", "err", err)
 				}
+				d.publishMounts()
 				d.cur.Store(next)
 				select {
 				case d.reschedule <- struct{}{}:
@@ -249,7 +260,7 @@ func (d *daemon) apply(inv *inventory.Inventory) error {
 		history := roview.NewHistory(d.part.SnapshotDir(tiers.Local), string(vm), func() []string { return *vmm.relpaths.Load() })
 		cfg := fusefs.Config{
 			VM: string(vm), LocalRoot: d.part.LocalRoot(), Apps: apps,
-			Recorder: d.runs, Logger: d.g.log, Debug: d.o.Debug,
+			Recorder: d.runs, Logger: d.g.log, Debug: d.o.Debug, Stats: true,
 			Extra: map[string]fs.InodeEmbedder{".history": history},
 		}
 		if _, both := wantSock[vm]; both {
