@@ -1,13 +1,17 @@
 // Command virtiofs measures, inside a real QEMU guest, the daemon's
-// virtiofs export against QEMU's own 9p share (-virtfs) of the same
-// backing directory, in one run: a 256 MiB sequential write (dd, then
-// fsync; buffered, then O_DIRECT) and an rsync -a of a tree of a few
-// thousand files. 9p is mounted with its default cache=none, which writes
-// straight from the user's pages like O_DIRECT; a buffered virtiofs write
-// first copies into the guest's page cache, which under TCG costs about as
-// much as writing to the guest's tmpfs (printed too).
+// virtiofs export (vhost.Serve of fusefs.NewRoot: routing, confinement and
+// cataloging into a real catalog, as `v2backup serve` runs it) against
+// QEMU's own 9p share (-virtfs) of the same backing directory, in one run:
+// a 256 MiB sequential write (dd, then fsync; buffered, then O_DIRECT), an
+// rsync -a of a tree of a few thousand files, into the application's
+// directory, and reads back (the guest's caches dropped first) with 1 MiB
+// then 4 KiB reads. 9p is mounted with its default cache=none, which writes
+// straight from the user's pages; the virtiofs export answers opens with
+// direct I/O for the same reason (-page-cache measures the guest page
+// cache instead, whose copy under TCG costs about as much as writing to
+// the guest's tmpfs, printed too).
 //
-//	go run ./bench/virtiofs [-dir /var/tmp] [-files 3000] [-rounds 2]
+//	go run ./bench/virtiofs [-dir /var/tmp] [-files 3000] [-rounds 2] [-page-cache]
 //
 // The guest times each step with its own clock (/proc/uptime) and prints
 // the figures on the serial console; the host then checks that every
@@ -24,12 +28,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fs"
-
+	"github.com/softxs/v2backup/catalog"
+	"github.com/softxs/v2backup/fusefs"
 	"github.com/softxs/v2backup/fusefs/vhost"
 	"github.com/softxs/v2backup/integration/vm"
 )
@@ -40,9 +45,24 @@ func main() {
 	rounds := flag.Int("rounds", 2, "rounds (each runs virtiofs then 9p)")
 	writeMiB := flag.Int("write-mib", 256, "size of the sequential write")
 	keep := flag.Bool("keep", false, "keep the work directory")
+	cpuProfile := flag.String("cpuprofile", "", "write the daemon side's CPU profile (go tool pprof) to this file")
+	pageCache := flag.Bool("page-cache", false, "let the guest cache virtiofs file data (vhost.Options.PageCache) instead of the default direct I/O")
 	flag.Parse()
-	if err := run(*dir, *files, *rounds, *writeMiB, *keep); err != nil {
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench/virtiofs: -cpuprofile:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(*dir, *files, *rounds, *writeMiB, *keep, *pageCache); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/virtiofs:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
@@ -78,9 +98,18 @@ func treeTar(n int) ([]byte, int64, error) {
 	return buf.Bytes(), total, tw.Close()
 }
 
+// The VM and application the guest writes into (9p shares the VM's tree
+// too, so both land in the same application directory).
+const (
+	benchVM      = "vm1"
+	benchRelpath = "bench.example.ch/app"
+	read4kMiB    = 16 // read with 4 KiB reads (a request each without a page cache)
+)
+
 func guestScript(rounds, writeMiB int) string {
 	return vm.InitPrologue(append(append([]string{}, vm.VirtiofsModules...), vm.NinePModules...)) + `
 now() { cut -d' ' -f1 /proc/uptime; }
+REL=` + benchRelpath + `
 mount -t virtiofs backup /backup || { say ERROR "mount virtiofs"; sleep 1000; }
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 p9 /p9 || { say ERROR "mount 9p"; sleep 1000; }
 mkdir /tmp/in && tar -xf /tree.tar -C /tmp/in || say ERROR "untar"
@@ -91,7 +120,7 @@ say TMPFS "$t0 $t1"
 r=1
 while [ $r -le ` + strconv.Itoa(rounds) + ` ]; do
 	for t in virtiofs 9p; do
-		case $t in virtiofs) m=/backup ;; 9p) m=/p9 ;; esac
+		case $t in virtiofs) m=/backup/$REL ;; 9p) m=/p9/$REL ;; esac
 		mkdir -p $m/$t-$r
 		t0=$(now)
 		dd if=/dev/zero of=$m/$t-$r/big bs=1M count=` + strconv.Itoa(writeMiB) + ` conv=fsync 2>/dev/null || say ERROR "dd $t"
@@ -101,7 +130,17 @@ while [ $r -le ` + strconv.Itoa(rounds) + ` ]; do
 		rsync -a /tmp/in/tree/ $m/$t-$r/tree/ || say ERROR "rsync $t"
 		sync
 		t3=$(now)
-		say "RESULT_${t}_${r}" "$t0 $t1 $t2 $t3"
+		# Reads, from the host (the guest's caches dropped): 1 MiB reads,
+		# then 4 KiB reads, where a page cache would read ahead.
+		echo 3 > /proc/sys/vm/drop_caches
+		t4=$(now)
+		dd if=$m/$t-$r/big-direct of=/dev/null bs=1M 2>/dev/null || say ERROR "dd read $t"
+		t5=$(now)
+		echo 3 > /proc/sys/vm/drop_caches
+		t6=$(now)
+		dd if=$m/$t-$r/big of=/dev/null bs=4k count=` + strconv.Itoa(read4kMiB*256) + ` 2>/dev/null || say ERROR "dd read 4k $t"
+		t7=$(now)
+		say "RESULT_${t}_${r}" "$t0 $t1 $t2 $t3 $t4 $t5 $t6 $t7"
 	done
 	r=$((r+1))
 done
@@ -110,7 +149,7 @@ sleep 1000
 `
 }
 
-func run(base string, nfiles, rounds, writeMiB int, keep bool) error {
+func run(base string, nfiles, rounds, writeMiB int, keep, pageCache bool) error {
 	k, err := vm.FindKernel()
 	if err != nil {
 		return err
@@ -122,8 +161,11 @@ func run(base string, nfiles, rounds, writeMiB int, keep bool) error {
 	if !keep {
 		defer os.RemoveAll(work)
 	}
-	backing := filepath.Join(work, "backing")
-	if err := os.Mkdir(backing, 0o755); err != nil {
+	// {work}/local/vm1 is the VM's tree, as under a partition.
+	localRoot := filepath.Join(work, "local")
+	backing := filepath.Join(localRoot, benchVM)
+	appDir := filepath.Join(backing, benchRelpath)
+	if err := os.MkdirAll(appDir, 0o755); err != nil {
 		return err
 	}
 	tree, treeBytes, err := treeTar(nfiles)
@@ -142,14 +184,32 @@ func run(base string, nfiles, rounds, writeMiB int, keep bool) error {
 		return err
 	}
 
-	root, err := fs.NewLoopbackRoot(backing)
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	db, err := catalog.Open(filepath.Join(work, "catalog.db"))
 	if err != nil {
 		return err
 	}
-	ttl := time.Second
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := vhost.Serve(context.Background(), filepath.Join(work, "vm.sock"), root,
-		&fs.Options{EntryTimeout: &ttl, AttrTimeout: &ttl}, logger)
+	defer db.Close()
+	rec, err := catalog.NewRecorder(db, localRoot, catalog.RecorderOptions{})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		rec.Close(ctx)
+	}()
+	root, err := fusefs.NewRoot(fusefs.Config{
+		VM: benchVM, LocalRoot: localRoot,
+		Apps:     []fusefs.App{{Name: "app", Relpath: benchRelpath}},
+		Recorder: rec, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	srv, err := vhost.ServeWith(context.Background(), filepath.Join(work, "vm.sock"), root.Node(),
+		vhost.Options{FS: root.Options(), PageCache: pageCache}, logger)
 	if err != nil {
 		return err
 	}
@@ -178,6 +238,11 @@ func run(base string, nfiles, rounds, writeMiB int, keep bool) error {
 
 	fmt.Printf("bench/virtiofs: QEMU %s, 1 vCPU, 1 GiB; guest kernel %s; backing %s; wall %v\n",
 		g.Accel, filepath.Base(k.Image), backing, wall.Round(time.Second))
+	mode := "direct I/O (default)"
+	if pageCache {
+		mode = "guest page cache (-page-cache)"
+	}
+	fmt.Printf("virtiofs file data: %s\n", mode)
 	fmt.Printf("rsync tree: %d files, %.1f MiB; sequential write: %d MiB (dd bs=1M conv=fsync)\n",
 		nfiles, float64(treeBytes)/(1<<20), writeMiB)
 	if f := strings.Fields(res["TMPFS"]); len(f) == 2 {
@@ -185,21 +250,23 @@ func run(base string, nfiles, rounds, writeMiB int, keep bool) error {
 		t1, _ := strconv.ParseFloat(f[1], 64)
 		fmt.Printf("guest tmpfs write (no transport): %.2fs, %.0f MiB/s\n", t1-t0, float64(writeMiB)/(t1-t0))
 	}
-	fmt.Printf("%-9s %5s %10s %8s %10s %8s %10s %8s\n", "transport", "round", "write s", "MiB/s", "direct s", "MiB/s", "rsync s", "files/s")
-	best := map[string][3]float64{}
+	fmt.Printf("%-9s %5s %8s %6s %8s %6s %8s %7s %7s %6s %8s %6s\n", "transport", "round",
+		"write s", "MiB/s", "direct s", "MiB/s", "rsync s", "files/s", "read s", "MiB/s", "read4k s", "MiB/s")
+	best := map[string][5]float64{}
 	for r := 1; r <= rounds; r++ {
 		for _, t := range []string{"virtiofs", "9p"} {
 			f := strings.Fields(res[fmt.Sprintf("RESULT_%s_%d", t, r)])
-			if len(f) != 4 {
+			if len(f) != 8 {
 				return fmt.Errorf("guest did not report %s round %d\n%s", t, r, log)
 			}
-			var ts [4]float64
+			var ts [8]float64
 			for i := range ts {
 				ts[i], _ = strconv.ParseFloat(f[i], 64)
 			}
-			d := [3]float64{ts[1] - ts[0], ts[2] - ts[1], ts[3] - ts[2]}
-			fmt.Printf("%-9s %5d %10.2f %8.1f %10.2f %8.1f %10.2f %8.0f\n", t, r,
-				d[0], float64(writeMiB)/d[0], d[1], float64(writeMiB)/d[1], d[2], float64(nfiles)/d[2])
+			d := [5]float64{ts[1] - ts[0], ts[2] - ts[1], ts[3] - ts[2], ts[5] - ts[4], ts[7] - ts[6]}
+			fmt.Printf("%-9s %5d %8.2f %6.0f %8.2f %6.0f %8.2f %7.0f %7.2f %6.0f %8.2f %6.1f\n", t, r,
+				d[0], float64(writeMiB)/d[0], d[1], float64(writeMiB)/d[1], d[2], float64(nfiles)/d[2],
+				d[3], float64(writeMiB)/d[3], d[4], float64(read4kMiB)/d[4])
 			b := best[t]
 			for i := range d {
 				if b[i] == 0 || d[i] < b[i] {
@@ -207,14 +274,14 @@ func run(base string, nfiles, rounds, writeMiB int, keep bool) error {
 				}
 			}
 			best[t] = b
-			if err := checkLanded(filepath.Join(backing, fmt.Sprintf("%s-%d", t, r)), int64(writeMiB)<<20, nfiles); err != nil {
+			if err := checkLanded(filepath.Join(appDir, fmt.Sprintf("%s-%d", t, r)), int64(writeMiB)<<20, nfiles); err != nil {
 				return fmt.Errorf("%s round %d: %w", t, r, err)
 			}
 		}
 	}
 	v, p := best["virtiofs"], best["9p"]
-	fmt.Printf("best of %d, 9p time / virtiofs time (above 1: virtiofs faster): write %.2fx, direct write %.2fx, rsync %.2fx\n",
-		rounds, p[0]/v[0], p[1]/v[1], p[2]/v[2])
+	fmt.Printf("best of %d, 9p time / virtiofs time (above 1: virtiofs faster): write %.2fx, direct write %.2fx, rsync %.2fx, read %.2fx, read 4k %.2fx\n",
+		rounds, p[0]/v[0], p[1]/v[1], p[2]/v[2], p[3]/v[3], p[4]/v[4])
 	for i, name := range []string{"buffered write", "direct write", "rsync"} {
 		verdict := "met"
 		if v[i] > p[i] {

@@ -80,10 +80,36 @@ type Server struct {
 
 type fileIdent struct{ dev, ino uint64 }
 
-// Serve listens on socketPath and serves root as a vhost-user-fs device
-// until Close is called or ctx is done. opts may be nil; opts.Debug traces
-// the FUSE protocol and the vhost-user messages to logger. Splice is
-// disabled and MaxWrite defaults to DefaultMaxWrite.
+// Options tune the export beyond the node tree's fs.Options.
+type Options struct {
+	// FS are the node tree's options; nil means go-fuse's defaults.
+	// FS.Debug traces the FUSE protocol and the vhost-user messages to the
+	// logger. Splice is always disabled; MaxWrite defaults to
+	// DefaultMaxWrite.
+	FS *fs.Options
+
+	// PageCache lets the guest keep regular files' data in its page cache.
+	// By default (false) every OPEN and CREATE is answered with
+	// FOPEN_DIRECT_IO, like QEMU's 9p with cache=none: a guest write goes
+	// from the writer's buffer straight into the request, with no copy
+	// into the guest's page cache. Writes reach us one request per write
+	// either way (the export has no writeback cache); what the default
+	// gives up is the guest's caching and readahead of file data. A
+	// MAP_SHARED mapping (even read-only) then fails with ENODEV in guests
+	// before Linux 6.6; from 6.6 on the kernel allows it (we offer
+	// FUSE_DIRECT_IO_ALLOW_MMAP). Private mappings (executables,
+	// MAP_PRIVATE readers) work everywhere.
+	PageCache bool
+}
+
+// Serve is ServeWith with only the node tree's options: the default export
+// (direct I/O, see Options.PageCache).
+func Serve(ctx context.Context, socketPath string, root fs.InodeEmbedder, opts *fs.Options, logger *slog.Logger) (*Server, error) {
+	return ServeWith(ctx, socketPath, root, Options{FS: opts}, logger)
+}
+
+// ServeWith listens on socketPath and serves root as a vhost-user-fs
+// device until Close is called or ctx is done.
 //
 // The socket's parent directory is created (0700) when missing; the socket
 // itself is 0600. A stale socket (nobody accepts on it) is replaced; a live
@@ -93,7 +119,7 @@ type fileIdent struct{ dev, ino uint64 }
 //
 // root must not be mounted elsewhere: go-fuse attaches a node tree to one
 // server only.
-func Serve(ctx context.Context, socketPath string, root fs.InodeEmbedder, opts *fs.Options, logger *slog.Logger) (*Server, error) {
+func ServeWith(ctx context.Context, socketPath string, root fs.InodeEmbedder, opts Options, logger *slog.Logger) (*Server, error) {
 	if socketPath == "" {
 		return nil, errors.New("vhost: empty socket path")
 	}
@@ -121,8 +147,8 @@ func Serve(ctx context.Context, socketPath string, root fs.InodeEmbedder, opts *
 	}
 
 	var o fs.Options
-	if opts != nil {
-		o = *opts
+	if opts.FS != nil {
+		o = *opts.FS
 	}
 	mo := o.MountOptions
 	mo.DisableSplice = true // there is no pipe between us and the guest
@@ -130,6 +156,11 @@ func Serve(ctx context.Context, socketPath string, root fs.InodeEmbedder, opts *
 		// go-fuse's default (128 KiB) splits a 1 MiB guest write in 8
 		// requests; 9p sends up to its msize (512 KB) at once.
 		mo.MaxWrite = DefaultMaxWrite
+	}
+	if !opts.PageCache {
+		// Linux 6.6+ then allows shared mmap of direct-I/O files; older
+		// guests do not know the flag and ignore it.
+		mo.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
 	}
 	if mo.Logger == nil {
 		level := slog.LevelDebug
@@ -143,6 +174,9 @@ func Serve(ctx context.Context, socketPath string, root fs.InodeEmbedder, opts *
 		o.Logger = slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
 	}
 	rawFS := fs.NewNodeFS(root, &o)
+	if !opts.PageCache {
+		rawFS = directIO{rawFS}
+	}
 
 	s := &Server{
 		path:   path,
@@ -394,4 +428,30 @@ func describeMode(m os.FileMode) string {
 		return "device"
 	}
 	return "file of mode " + m.String()
+}
+
+// directIO answers every OPEN and CREATE with FOPEN_DIRECT_IO (see
+// Options.PageCache). OPEN and CREATE are only sent for non-directories.
+type directIO struct{ fuse.RawFileSystem }
+
+func (d directIO) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	st := d.RawFileSystem.Open(cancel, in, out)
+	if st == fuse.OK {
+		out.OpenFlags = setDirectIO(out.OpenFlags)
+	}
+	return st
+}
+
+func (d directIO) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	st := d.RawFileSystem.Create(cancel, in, name, out)
+	if st == fuse.OK {
+		out.OpenFlags = setDirectIO(out.OpenFlags)
+	}
+	return st
+}
+
+// setDirectIO drops KEEP_CACHE (meaningless without a page cache, and it
+// would keep stale pages of an earlier cached open).
+func setDirectIO(flags uint32) uint32 {
+	return flags&^fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_DIRECT_IO
 }

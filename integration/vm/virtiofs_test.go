@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -162,7 +164,7 @@ func checkCopy(t *testing.T, dst string, ents []srcEntry) {
 	}
 }
 
-// guestScript runs in three kinds of boot, chosen by v2b.phase:
+// guestScript runs in four kinds of boot, chosen by v2b.phase:
 //   - main: copy the tree in with cp -a and rsync -a, try to write outside
 //     the application, read .history, leave a marker and reboot; after the
 //     reboot (the marker exists) read the marker back through the
@@ -170,6 +172,8 @@ func checkCopy(t *testing.T, dst string, ents []srcEntry) {
 //   - probe: read the marker, then create a new file every second with a
 //     3 s SIGKILL timeout and print each exit code (137: the request hung).
 //   - verify: read the marker and one copied file.
+//   - daemon: cp -a and rsync -a, a write outside the application and a
+//     read of .history, on the share of a real `v2backup serve`.
 func guestScript() string {
 	return InitPrologue(VirtiofsModules) + `
 phase=` + KernelArg("v2b.phase") + `
@@ -189,6 +193,14 @@ main)
 		if mkdir /backup/otherhost.example.ch 2>/tmp/err; then say OUTSIDE_MKDIR allowed; else say OUTSIDE_MKDIR "denied: $(cat /tmp/err)"; fi
 		say HISTORY "$(ls /backup/.history | tr '\n' ' ')"
 		say HISTORY_READ "$(cat /backup/.history/latest/` + testRelpath + `/hello.txt)"
+		# Direct I/O (the export's default): executables and mmap.
+		cp /bin/busybox "$APP/busybox" && "$APP/busybox" true; say EXEC $?
+		printf abcdefgh > "$APP/mm.bin"
+		chmod 755 /mmapprobe
+		/mmapprobe "$APP/mm.bin" WXYZ > /tmp/mm 2>&1
+		say MMAP_PRIVATE "$(sed -n 's/^private //p' /tmp/mm)"
+		say MMAP_SHARED "$(sed -n 's/^shared //p' /tmp/mm)"
+		say KERNEL "$(uname -r)"
 		echo first-boot > "$APP/boot1"; sync
 		say BOOT1 done
 		reboot -f
@@ -214,6 +226,14 @@ probe)
 verify)
 	say READ "$(cat "$APP/boot1")"
 	say DONE verify ;;
+daemon)
+	mkdir /tmp/in && tar -xpf /src.tar -C /tmp/in
+	cp -a /tmp/in/src "$APP/cp"; say CP $?
+	rsync -a /tmp/in/src/ "$APP/rsync/"; say RSYNC $?
+	if (echo x > /backup/outside.txt) 2>/tmp/err; then say OUTSIDE allowed; else say OUTSIDE "denied: $(cat /tmp/err)"; fi
+	say HISTORY_READ "$(cat /backup/.history/latest/` + testRelpath + `/hello.txt)"
+	sync
+	say DONE daemon ;;
 esac
 sleep 1000
 `
@@ -356,12 +376,44 @@ func setup(t *testing.T) *testEnv {
 		Modules:  VirtiofsModules,
 		Binaries: []string{"rsync"},
 		Init:     guestScript(),
-		Files:    map[string][]byte{"/src.tar": sourceTar(t, e.ents)},
+		Files:    map[string][]byte{"/src.tar": sourceTar(t, e.ents), "/mmapprobe": buildMmapProbe(t, dir)},
 	}
 	if err := ir.Write(e.initrd); err != nil {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// buildMmapProbe builds testdata/mmapprobe as a static binary for the
+// guest.
+func buildMmapProbe(t *testing.T, dir string) []byte {
+	out := filepath.Join(dir, "mmapprobe")
+	cmd := exec.Command(goTool(), "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./testdata/mmapprobe")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build testdata/mmapprobe: %v\n%s", err, msg)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// goTool is the go command of the toolchain running the test.
+func goTool() string { return filepath.Join(runtime.GOROOT(), "bin", "go") }
+
+// guestMmapShared is what mmapprobe's shared writable mapping of a
+// direct-I/O file reports in a guest running kernel release rel: Linux
+// 6.6 added FUSE_DIRECT_IO_ALLOW_MMAP, which the export offers; before,
+// the mapping fails cleanly with ENODEV.
+func guestMmapShared(rel string) string {
+	var major, minor int
+	fmt.Sscanf(rel, "%d.%d", &major, &minor)
+	if major > 6 || major == 6 && minor >= 6 {
+		return "ok"
+	}
+	return "mmap: no such device"
 }
 
 type testWriter struct{ t *testing.T }
@@ -435,6 +487,14 @@ func TestVirtiofsGuest(t *testing.T) {
 		wantResult(t, res, "HISTORY", snapName+" latest")
 		wantResult(t, res, "HISTORY_READ", "from-snapshot")
 		wantResult(t, res, "BOOT1", "done")
+		wantResult(t, res, "EXEC", "0")
+		wantResult(t, res, "MMAP_PRIVATE", "ok abcdefgh")
+		shared := guestMmapShared(res["KERNEL"])
+		wantResult(t, res, "MMAP_SHARED", shared)
+		mm, err := os.ReadFile(filepath.Join(app, "mm.bin"))
+		if want := map[bool]string{true: "WXYZefgh", false: "abcdefgh"}[shared == "ok"]; err != nil || string(mm) != want {
+			t.Errorf("mm.bin on the host after the guest's shared mapping (%s): %q, %v; want %q", res["MMAP_SHARED"], mm, err, want)
+		}
 		// The guest rebooted (QEMU reset the device: GET_VRING_BASE) and
 		// mounted the share again in the same QEMU.
 		wantResult(t, res, "REBOOT_READ", "first-boot")

@@ -73,9 +73,10 @@ func (vq *Virtq) readLoop(ctl *readerControl, kick *os.File, handle func(data *V
 			vq.handlers.Add(1)
 			go func() {
 				defer vq.handlers.Done()
-				for _, e := range data.Write {
-					clear(e)
-				}
+				// The reply buffers are not cleared (go-fuse's copy
+				// did): the guest reads only the length we report,
+				// and the bytes beyond are its own memory. A 1 MiB
+				// READ would otherwise write its buffer twice.
 
 				if *vq.Debug {
 					for i, e := range data.Read {
