@@ -10,29 +10,36 @@
 // setup is needed; it then also times v2backup's whole pull (jobs/pull:
 // rsync through the view into a staging tree, verification of every file
 // against SHA256SUMS, atomic switch, snapshot of the remote tier). The view
-// is served by a separate process (internal/viewcmd), never by this one.
+// is served by a separate process (internal/viewcmd), never by this one,
+// freshly mounted for every pull through it; each round runs the two
+// rsyncs in both orders, and the medians are reported with the view's
+// request counts (see README.md).
 //
-//	go run ./bench/remoteview [-files 10000] [-ssh localhost | -sshd]
+//	go run ./bench/remoteview [-files 10000] [-rounds 3] [-ssh localhost | -sshd]
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/softxs/v2backup/catalog"
+	"github.com/softxs/v2backup/fusefs/roview"
 	"github.com/softxs/v2backup/jobs/pull"
 	"github.com/softxs/v2backup/tiers"
 )
@@ -41,8 +48,12 @@ func main() {
 	files := flag.Int("files", 10000, "number of files in the tree")
 	sshHost := flag.String("ssh", "", "pull over ssh from this host (e.g. localhost); empty: local rsync")
 	sshd := flag.Bool("sshd", false, "start a private sshd on 127.0.0.1 and pull over ssh through it; also time jobs/pull")
-	rounds := flag.Int("rounds", 3, "repetitions of each measurement; the best is reported")
+	rounds := flag.Int("rounds", 3, "rounds of each measurement, each running direct and view in both orders; the median is reported")
 	flag.Parse()
+	if *rounds < 1 {
+		fmt.Fprintf(os.Stderr, "remoteview bench: -rounds %d: want at least 1\n", *rounds)
+		os.Exit(2)
+	}
 	if *sshd && *sshHost != "" {
 		fmt.Fprintln(os.Stderr, "remoteview bench: -ssh and -sshd exclude each other")
 		os.Exit(2)
@@ -87,6 +98,173 @@ func startSSHD(work string) (srv privateSSHD, stop func(), err error) {
 	return srv, stop, nil
 }
 
+// view is one viewcmd process serving the remote view at mnt.
+type view struct {
+	cmd  *exec.Cmd
+	mnt  string
+	out  *bufio.Reader
+	done bool
+}
+
+// startView mounts a fresh remote view of snapDir at mnt: nothing of it is
+// in the kernel's caches, as on the day a new snapshot is pulled. Its
+// manifests are kept in state, so only the first start hashes a snapshot.
+func startView(bin, mnt, snapDir, state string) (*view, error) {
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-mode", "remote", "-mount", mnt, "-snapdir", snapDir, "-state", state,
+		"-server", "bench.softxs.ch", "-idle", "200ms", "-poll", "50ms")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	// Pass on what the view says, except that it shows a snapshot: every
+	// round starts a view.
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if !strings.Contains(sc.Text(), "remote view now shows snapshot") {
+				fmt.Fprintln(os.Stderr, sc.Text())
+			}
+		}
+	}()
+	v := &view{cmd: cmd, mnt: mnt, out: bufio.NewReader(stdout)}
+	if line, err := v.out.ReadString('\n'); err != nil || line != "ready\n" {
+		v.stop()
+		return nil, fmt.Errorf("viewcmd at %s: first line %q, %v", mnt, line, err)
+	}
+	return v, nil
+}
+
+func (v *view) stop() {
+	if v.done {
+		return
+	}
+	v.done = true
+	v.cmd.Process.Signal(syscall.SIGTERM)
+	v.cmd.Wait()
+	syscall.Unmount(v.mnt, syscall.MNT_DETACH) // in case it died mounted
+}
+
+// cpu is the CPU time the view's process has used so far.
+func (v *view) cpu() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", v.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// utime and stime are fields 14 and 15, counted after the command
+	// name, which may contain spaces but ends with the last ')'.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", v.cmd.Process.Pid, b)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %v", v.cmd.Process.Pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100, nil // USER_HZ is 100 on Linux
+}
+
+// requests asks viewcmd for its request counts (SIGUSR1, one JSON line).
+func (v *view) requests() (map[string]uint64, error) {
+	if err := v.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		return nil, err
+	}
+	line, err := v.out.ReadString('\n')
+	if err != nil {
+		return nil, fmt.Errorf("viewcmd request counts: %v", err)
+	}
+	var counts []roview.RequestCount
+	if err := json.Unmarshal([]byte(line), &counts); err != nil {
+		return nil, fmt.Errorf("viewcmd request counts %q: %v", line, err)
+	}
+	m := map[string]uint64{}
+	for _, c := range counts {
+		m[c.Op] = c.Count
+	}
+	return m, nil
+}
+
+// round is half a round: the direct rsync and the one through a fresh
+// view, back to back in one order; the other half runs them in the other
+// order (whichever goes first has been seen to lose up to 2x here).
+type round struct {
+	direct, view time.Duration
+	viewCPU      time.Duration // the view's process, during its pull
+	viewFirst    bool
+}
+
+func (r round) ratio() float64 { return float64(r.view) / float64(r.direct) }
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianDuration(ds []time.Duration) time.Duration {
+	xs := make([]float64, len(ds))
+	for i, d := range ds {
+		xs[i] = float64(d)
+	}
+	return time.Duration(median(xs))
+}
+
+// report prints the rounds of one measurement: the median times, the
+// median and best of the rounds' ratios (each the geometric mean of its
+// two orders), then each round's two ratios, direct first and view first.
+// The machine is shared, so one round proves little.
+func report(name string, rs []round) {
+	var ds, vs, cs []time.Duration
+	var ratios []float64
+	var per []string
+	for i, r := range rs {
+		ds, vs, cs = append(ds, r.direct), append(vs, r.view), append(cs, r.viewCPU)
+		if i%2 == 1 {
+			ratios = append(ratios, math.Sqrt(rs[i-1].ratio()*r.ratio()))
+			per = append(per, fmt.Sprintf("%.2f/%.2f", rs[i-1].ratio(), r.ratio()))
+		}
+	}
+	fmt.Printf("%s direct %v  view %v  median ratio %.2fx  best %.2fx  rounds %s\n", name,
+		medianDuration(ds).Round(time.Millisecond), medianDuration(vs).Round(time.Millisecond),
+		median(ratios), slices.Min(ratios), strings.Join(per, " "))
+	fmt.Printf("  CPU of the view's process during its pull: median %v\n", medianDuration(cs).Round(10*time.Millisecond))
+}
+
+// perFile prints the view's requests of one pull, per opcode and per file.
+func perFile(name string, before, after map[string]uint64, files int) {
+	var ops []string
+	for op, n := range after {
+		if n > before[op] {
+			ops = append(ops, op)
+		}
+	}
+	slices.Sort(ops)
+	var parts []string
+	total := uint64(0)
+	for _, op := range ops {
+		d := after[op] - before[op]
+		total += d
+		parts = append(parts, fmt.Sprintf("%s %d", op, d))
+	}
+	fmt.Printf("  requests to the view, %s: %s (%.2f per file)\n", name, strings.Join(parts, ", "), float64(total)/float64(files))
+}
+
 func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 	work, err := os.MkdirTemp("", "remoteview-bench-")
 	if err != nil {
@@ -116,21 +294,19 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 		return fmt.Errorf("build viewcmd (run from the module root): %v: %s", err, out)
 	}
 	mnt := filepath.Join(work, "view")
-	os.Mkdir(mnt, 0o755)
-	cmd := exec.Command(bin, "-mode", "remote", "-mount", mnt, "-snapdir", snapDir,
-		"-server", "bench.softxs.ch", "-idle", "200ms", "-poll", "50ms")
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return err
-	}
+	state := filepath.Join(work, "viewstate")
+	var cur *view
 	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		syscall.Unmount(mnt, syscall.MNT_DETACH)
+		if cur != nil {
+			cur.stop()
+		}
 	}()
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "ready\n" {
-		return fmt.Errorf("viewcmd: %q, %v", line, err)
+	newView := func() (*view, error) {
+		if cur != nil {
+			cur.stop()
+		}
+		cur, err = startView(bin, mnt, snapDir, state)
+		return cur, err
 	}
 
 	src := func(dir string) string {
@@ -152,72 +328,132 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 		}
 		return time.Since(start), nil
 	}
-	best := func(name, from string, prepare func(dst string) error) (time.Duration, error) {
-		var b time.Duration
-		for i := range rounds {
-			dst := filepath.Join(work, fmt.Sprintf("%s-%d", name, i))
-			if err := prepare(dst); err != nil {
-				return 0, err
-			}
-			d, err := rsyncOnce(from, dst)
-			if err != nil {
-				return 0, err
-			}
-			if b == 0 || d < b {
-				b = d
-			}
-		}
-		return b, nil
-	}
 	fresh := func(dst string) error { os.RemoveAll(dst); return os.MkdirAll(dst, 0o755) }
+	// measure runs the rounds of one comparison, each against a fresh
+	// view, alternating which of the two goes first. It keeps round 0's
+	// copies as name-direct and name-view.
+	var lastBefore, lastAfter map[string]uint64
+	measure := func(name, direct, snapshot string, prepare func(dst string) error) ([]round, error) {
+		var rs []round
+		for i := range 2 * rounds {
+			v, err := newView()
+			if err != nil {
+				return nil, err
+			}
+			if b, err := os.ReadFile(filepath.Join(v.mnt, roview.DescName)); err != nil || !strings.Contains(string(b), snapshot) {
+				return nil, fmt.Errorf("the view does not show %s: %s %v", snapshot, b, err)
+			}
+			r := round{viewFirst: i%2 == 1}
+			dDst, vDst := filepath.Join(work, name+"-direct"), filepath.Join(work, name+"-view")
+			if i > 0 {
+				dDst, vDst = dDst+"-x", vDst+"-x"
+			}
+			for _, viewTurn := range []bool{r.viewFirst, !r.viewFirst} {
+				dst, from := dDst, src(direct)
+				if viewTurn {
+					dst, from = vDst, src(v.mnt)
+				}
+				if err := prepare(dst); err != nil {
+					return nil, err
+				}
+				// The previous copy's writeback must not land on this one.
+				syscall.Sync()
+				var before map[string]uint64
+				var cpu0 time.Duration
+				if viewTurn {
+					if before, err = v.requests(); err != nil {
+						return nil, err
+					}
+					if cpu0, err = v.cpu(); err != nil {
+						return nil, err
+					}
+				}
+				d, err := rsyncOnce(from, dst)
+				if err != nil {
+					return nil, err
+				}
+				if viewTurn {
+					r.view = d
+					cpu1, err := v.cpu()
+					if err != nil {
+						return nil, err
+					}
+					r.viewCPU = cpu1 - cpu0
+					if lastAfter, err = v.requests(); err != nil {
+						return nil, err
+					}
+					lastBefore = before
+				} else {
+					r.direct = d
+				}
+			}
+			rs = append(rs, r)
+		}
+		os.RemoveAll(filepath.Join(work, name+"-direct-x"))
+		os.RemoveAll(filepath.Join(work, name+"-view-x"))
+		return rs, nil
+	}
 
-	// warm both sources once, as a daily pull would find them
-	for _, from := range []string{src(filepath.Join(snapDir, first)), src(mnt)} {
+	// Warm both sources' backing files once, as a daily pull finds them
+	// (the snapshot was just written); the first view start hashes the
+	// snapshot into the state directory.
+	v, err := newView()
+	if err != nil {
+		return err
+	}
+	for _, from := range []string{src(filepath.Join(snapDir, first)), src(v.mnt)} {
 		if _, err := rsyncOnce(from, filepath.Join(work, "warm")); err != nil {
 			return err
 		}
 		os.RemoveAll(filepath.Join(work, "warm"))
 	}
-	direct1, err := best("direct", src(filepath.Join(snapDir, first)), fresh)
+	pull1, err := measure("pull1", filepath.Join(snapDir, first), first, fresh)
 	if err != nil {
 		return err
 	}
-	view1, err := best("view", src(mnt), fresh)
-	if err != nil {
-		return err
-	}
+	before1, after1 := lastBefore, lastAfter
 
-	// v2backup's whole pull through the view, each round into a fresh
+	// v2backup's whole pull through a fresh view, each round into a fresh
 	// backup partition (its own catalog).
 	var breakdown []string
-	pullBest := func(name string, at time.Time, seed string) (time.Duration, error) {
-		var b time.Duration
-		var bestRep *pull.Report
+	fullPulls := func(name string, at time.Time, seed string) ([]time.Duration, error) {
+		var ds []time.Duration
+		var reps []*pull.Report
 		for i := range rounds {
-			part := filepath.Join(work, fmt.Sprintf("%s-%d", name, i))
+			if _, err := newView(); err != nil {
+				return nil, err
+			}
+			part := filepath.Join(work, name)
+			if i > 0 {
+				part += "-x"
+			}
 			os.RemoveAll(part)
 			if seed != "" {
 				if out, err := exec.Command("cp", "-a", seed, part).CombinedOutput(); err != nil {
-					return 0, fmt.Errorf("cp -a: %v: %s", err, out)
+					return nil, fmt.Errorf("cp -a: %v: %s", err, out)
 				}
 			}
+			syscall.Sync()
 			d, rep, err := fullPull(part, mnt, srv, at)
 			if err != nil {
-				return 0, err
+				return nil, err
 			}
-			if b == 0 || d < b {
-				b, bestRep = d, rep
-			}
+			ds, reps = append(ds, d), append(reps, rep)
 		}
-		r := bestRep.Results[0]
-		breakdown = append(breakdown, fmt.Sprintf("%s: rsync %v, verify %v (%d of %d files read), switch %v, remote snapshot %v", name,
-			r.Took[pull.StepRsync].Round(time.Millisecond), r.Took[pull.StepVerify].Round(time.Millisecond), r.Hashed, r.Files,
-			r.Took[pull.StepSwitch].Round(time.Millisecond), bestRep.SnapshotTook.Round(time.Millisecond)))
-		return b, nil
+		os.RemoveAll(filepath.Join(work, name+"-x"))
+		// the breakdown of the median round
+		sorted := slices.Clone(ds)
+		slices.Sort(sorted)
+		r := reps[slices.Index(ds, sorted[len(sorted)/2])]
+		res := r.Results[0]
+		breakdown = append(breakdown, fmt.Sprintf("%s (median round): rsync %v, verify %v (%d of %d files read), switch %v, remote snapshot %v", name,
+			res.Took[pull.StepRsync].Round(time.Millisecond), res.Took[pull.StepVerify].Round(time.Millisecond), res.Hashed, res.Files,
+			res.Took[pull.StepSwitch].Round(time.Millisecond), r.SnapshotTook.Round(time.Millisecond)))
+		return ds, nil
 	}
-	var pull1 time.Duration
+	var full1 []time.Duration
 	if sshd {
-		if pull1, err = pullBest("pull", time.Date(2026, 11, 28, 6, 0, 0, 0, time.Local), ""); err != nil {
+		if full1, err = fullPulls("full1", time.Date(2026, 11, 28, 6, 0, 0, 0, time.Local), ""); err != nil {
 			return err
 		}
 	}
@@ -233,9 +469,11 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 	if err := os.Rename(filepath.Join(snapDir, ".building-"+second), filepath.Join(snapDir, second)); err != nil {
 		return err
 	}
+	// The running view moves to the new snapshot once idle, as between
+	// two daily pulls; later rounds start fresh views on it.
 	deadline := time.Now().Add(time.Minute)
 	for {
-		b, _ := os.ReadFile(filepath.Join(mnt, "SNAPSHOT.json"))
+		b, _ := os.ReadFile(filepath.Join(mnt, roview.DescName))
 		if strings.Contains(string(b), second) {
 			break
 		}
@@ -255,17 +493,20 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 			return nil
 		}
 	}
-	direct2, err := best("direct2", src(filepath.Join(snapDir, second)), seed(filepath.Join(work, "direct-0")))
+	seedBoth := func(dst string) error {
+		if strings.Contains(filepath.Base(dst), "-view") {
+			return seed(filepath.Join(work, "pull1-view"))(dst)
+		}
+		return seed(filepath.Join(work, "pull1-direct"))(dst)
+	}
+	pull2, err := measure("pull2", filepath.Join(snapDir, second), second, seedBoth)
 	if err != nil {
 		return err
 	}
-	view2, err := best("view2", src(mnt), seed(filepath.Join(work, "view-0")))
-	if err != nil {
-		return err
-	}
-	var pull2 time.Duration
+	before2, after2 := lastBefore, lastAfter
+	var full2 []time.Duration
 	if sshd {
-		if pull2, err = pullBest("pull2", time.Date(2026, 11, 29, 6, 0, 0, 0, time.Local), filepath.Join(work, "pull-0")); err != nil {
+		if full2, err = fullPulls("full2", time.Date(2026, 11, 29, 6, 0, 0, 0, time.Local), filepath.Join(work, "full1")); err != nil {
 			return err
 		}
 	}
@@ -276,18 +517,30 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 	if sshd {
 		how += " (private sshd on port " + strconv.Itoa(srv.Port) + ")"
 	}
-	fmt.Printf("%d files, %s, best of %d\n", nfiles, how, rounds)
-	fmt.Printf("first pull:   direct %v  view %v  ratio %.2fx\n", direct1.Round(time.Millisecond), view1.Round(time.Millisecond), float64(view1)/float64(direct1))
-	fmt.Printf("1%% changed:   direct %v  view %v  ratio %.2fx\n", direct2.Round(time.Millisecond), view2.Round(time.Millisecond), float64(view2)/float64(direct2))
+	fmt.Printf("%d files, %s, %d rounds of direct,view + view,direct, each view freshly mounted\n", nfiles, how, rounds)
+	report("first pull: ", pull1)
+	perFile("first pull, last round", before1, after1, nfiles)
+	report("1% changed: ", pull2)
+	perFile("1% changed, last round", before2, after2, nfiles)
 	if sshd {
-		fmt.Printf("v2backup pull (rsync + verify every file + switch + remote snapshot):\n")
-		fmt.Printf("first pull:   %v  ratio to direct rsync %.2fx\n", pull1.Round(time.Millisecond), float64(pull1)/float64(direct1))
-		fmt.Printf("1%% changed:   %v  ratio to direct rsync %.2fx\n", pull2.Round(time.Millisecond), float64(pull2)/float64(direct2))
+		fmt.Printf("v2backup pull (rsync + verify every file + switch + remote snapshot), median of %d:\n", rounds)
+		d1 := medianDuration(roundsDirect(pull1))
+		d2 := medianDuration(roundsDirect(pull2))
+		fmt.Printf("first pull:   %v  ratio to the median direct rsync %.2fx\n", medianDuration(full1).Round(time.Millisecond), float64(medianDuration(full1))/float64(d1))
+		fmt.Printf("1%% changed:   %v  ratio to the median direct rsync %.2fx\n", medianDuration(full2).Round(time.Millisecond), float64(medianDuration(full2))/float64(d2))
 		for _, b := range breakdown {
 			fmt.Println("  " + b)
 		}
 	}
 	return nil
+}
+
+func roundsDirect(rs []round) []time.Duration {
+	var ds []time.Duration
+	for _, r := range rs {
+		ds = append(ds, r.direct)
+	}
+	return ds
 }
 
 // fullPull runs jobs/pull against the view into partition part.

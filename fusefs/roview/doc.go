@@ -10,7 +10,10 @@
 //
 // Snapshots never change once renamed into place, so every node under a
 // snapshot is served with long kernel cache timeouts, kept page caches and,
-// where the kernel has it, FUSE passthrough for reads. Each snapshot gets
+// where the kernel has it, FUSE passthrough for reads; listings answer
+// lookups (READDIRPLUS) and files need no FLUSH, so a pull costs one
+// synchronous round trip per file, its OPEN (RemoteView.Requests counts
+// them). Each snapshot gets
 // its own inode numbers (the backing st_ino mixed with a per-snapshot salt),
 // so a hard link shared by two snapshots is two inodes here, and pruning one
 // snapshot never strands a node of another.

@@ -15,6 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// fileOpenFlags are the FOPEN flags of every file this package opens.
+const fileOpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
+
 // Cache timeouts. Inside a snapshot nothing ever changes, so the kernel may
 // keep entries and attributes for as long as it likes; the lists of
 // snapshots and of a VM's applications change, so they are asked again
@@ -138,8 +141,9 @@ func (n *roNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32,
 	n.t.opened()
 	// KEEP_CACHE: the content never changes. go-fuse drops the flag when
 	// it sets up kernel passthrough, which bypasses the page cache of this
-	// mount and reads the backing file's own.
-	return &roFile{fd: fd, t: n.t, rel: n.rel}, fuse.FOPEN_KEEP_CACHE, 0
+	// mount and reads the backing file's own. NOFLUSH: nothing to flush on
+	// a read-only file, and a FLUSH is a round trip on every close(2).
+	return &roFile{fd: fd, t: n.t, rel: n.rel}, fileOpenFlags, 0
 }
 
 func (n *roNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {

@@ -56,6 +56,9 @@ type RemoteOptions struct {
 	Logger *slog.Logger
 	// Debug traces the FUSE protocol.
 	Debug bool
+	// ShippedDir, if set, holds the host's catalog exports, one
+	// {snapshot}.db per snapshot, served as CATALOG.db (see CatalogName).
+	ShippedDir string
 }
 
 // pinned is the snapshot the view shows, with its generated files.
@@ -65,6 +68,8 @@ type pinned struct {
 	sums  []byte
 	desc  []byte
 	mtime time.Time
+	// catalog is the snapshot's shipped catalog, nil if none.
+	catalog *shippedCatalog
 }
 
 // RemoteView is a mounted read-only view of the latest complete snapshot
@@ -78,7 +83,9 @@ type RemoteView struct {
 	cache  manifestCache
 	root   *remoteRoot
 	server *fuse.Server
-	idle   *tree // accounting for requests made while no snapshot is shown
+	// requests counts what the kernel asks of a mounted view
+	requests *requestCounter
+	idle     *tree // accounting for requests made while no snapshot is shown
 
 	mu       sync.Mutex
 	cur      *pinned
@@ -159,8 +166,15 @@ func MountRemoteView(mountpoint string, opts RemoteOptions) (*RemoteView, error)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := fs.Mount(mountpoint, v.root, mountOptions("v2backup-remote", opts.AllowOther, opts.Debug, v.log))
+	mo := mountOptions("v2backup-remote", opts.AllowOther, opts.Debug, v.log)
+	v.requests = newRequestCounter(fs.NewNodeFS(v.root, mo))
+	srv, err := fuse.NewServer(v.requests, mountpoint, &mo.MountOptions)
 	if err != nil {
+		return nil, fmt.Errorf("mount remote view of %s at %s: %w", opts.SnapDir, mountpoint, err)
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		srv.Unmount()
 		return nil, fmt.Errorf("mount remote view of %s at %s: %w", opts.SnapDir, mountpoint, err)
 	}
 	v.server = srv
@@ -175,6 +189,16 @@ func MountRemoteView(mountpoint string, opts RemoteOptions) (*RemoteView, error)
 // Root is the view's root node, for mounting it elsewhere (tests, or a
 // virtiofs server).
 func (v *RemoteView) Root() fs.InodeEmbedder { return v.root }
+
+// Requests returns how many requests of each FUSE opcode the mounted view
+// has answered, in a fixed order, leaving out the opcodes never seen; nil
+// if the view is not mounted by MountRemoteView.
+func (v *RemoteView) Requests() []RequestCount {
+	if v.requests == nil {
+		return nil
+	}
+	return v.requests.counts()
+}
 
 // Server is the FUSE server of a mounted view.
 func (v *RemoteView) Server() *fuse.Server { return v.server }
@@ -245,10 +269,13 @@ func (v *RemoteView) Refresh() (bool, error) {
 		return false, nil
 	}
 	newest := names[len(names)-1]
-	if cur := v.Snapshot(); newest == cur {
+	v.mu.Lock()
+	cur := v.cur
+	v.mu.Unlock()
+	if cur != nil && cur.name == newest && !v.catalogAppeared(cur) {
 		return false, nil
 	}
-	if v.next == nil || v.next.name != newest {
+	if v.next == nil || v.next.name != newest || v.catalogAppeared(v.next) {
 		v.next = nil
 		p, err := v.prepare(newest)
 		if err != nil {
@@ -285,7 +312,7 @@ func (v *RemoteView) invalidate() {
 	if v.server == nil {
 		return
 	}
-	names := map[string]bool{SumsName: true, DescName: true}
+	names := map[string]bool{SumsName: true, DescName: true, CatalogName: true}
 	for name := range v.root.Children() {
 		names[name] = true
 	}
@@ -318,12 +345,17 @@ func (v *RemoteView) prepare(name string) (*pinned, error) {
 	if err != nil {
 		return nil, fmt.Errorf("manifest of snapshot %s: %w", name, err)
 	}
+	cat, err := v.shipped(name)
+	if err != nil {
+		return nil, err
+	}
 	return &pinned{
-		name:  name,
-		tree:  newTree(v.snaps, name, v, v.log),
-		sums:  sums,
-		desc:  describe(v.opts.Server, name, at, ents),
-		mtime: at,
+		name:    name,
+		tree:    newTree(v.snaps, name, v, v.log),
+		sums:    sums,
+		desc:    withCatalog(describe(v.opts.Server, name, at, ents), cat),
+		mtime:   at,
+		catalog: cat,
 	}, nil
 }
 
@@ -409,7 +441,16 @@ func (r *remoteRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 		g.attr(&out.Attr)
 		out.SetEntryTimeout(immutableTimeout)
 		out.SetAttrTimeout(immutableTimeout)
-		return r.NewInode(ctx, g, fs.StableAttr{Mode: syscall.S_IFREG, Ino: synthIno("remote", p.name, name)}), 0
+		return r.NewInode(ctx, g, fs.StableAttr{Mode: syscall.S_IFREG, Ino: p.ino(name)}), 0
+	case CatalogName:
+		if p.catalog == nil {
+			return nil, syscall.ENOENT
+		}
+		c := &catalogFile{c: p.catalog, t: p.tree}
+		c.attr(&out.Attr)
+		out.SetEntryTimeout(immutableTimeout)
+		out.SetAttrTimeout(immutableTimeout)
+		return r.NewInode(ctx, c, fs.StableAttr{Mode: syscall.S_IFREG, Ino: p.ino(name)}), 0
 	}
 	rel := p.name + "/" + name
 	st, err := r.v.snaps.stat(rel)
@@ -437,7 +478,10 @@ func (r *remoteRoot) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHa
 		}
 		ents = append(ents,
 			fuse.DirEntry{Name: SumsName, Mode: syscall.S_IFREG, Ino: synthIno("remote", p.name, SumsName)},
-			fuse.DirEntry{Name: DescName, Mode: syscall.S_IFREG, Ino: synthIno("remote", p.name, DescName)})
+			fuse.DirEntry{Name: DescName, Mode: syscall.S_IFREG, Ino: p.ino(DescName)})
+		if p.catalog != nil {
+			ents = append(ents, fuse.DirEntry{Name: CatalogName, Mode: syscall.S_IFREG, Ino: p.ino(CatalogName)})
+		}
 		sort.Slice(ents, func(i, j int) bool { return ents[i].Name < ents[j].Name })
 	}
 	t.opened()

@@ -97,7 +97,7 @@ func (n *genFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32
 		return nil, 0, syscall.EROFS
 	}
 	n.t.opened()
-	return &genHandle{t: n.t}, fuse.FOPEN_KEEP_CACHE, 0
+	return &genHandle{t: n.t}, fileOpenFlags, 0
 }
 
 func (n *genFile) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

@@ -1,0 +1,184 @@
+package roview
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/softxs/v2backup/tiers"
+	"golang.org/x/sys/unix"
+)
+
+// CatalogName is the host's catalog in the remote view's root, beside
+// SHA256SUMS and SNAPSHOT.json: the export taken with the snapshot shown
+// (RemoteOptions.ShippedDir), so a backup server can answer for the host.
+const CatalogName = tiers.ShippedCatalogName
+
+// shippedCatalog is the catalog export of one snapshot, hashed when the
+// view prepared it. Exports are written once (renamed into place) and
+// never changed, so the hash stays true while the file exists.
+type shippedCatalog struct {
+	path   string
+	size   int64
+	sha256 string
+	mtime  time.Time
+}
+
+// shipped finds and hashes the export of snapshot name; nil if the view
+// ships no catalog or there is no export for that snapshot (snapshots
+// taken before the host shipped catalogs).
+func (v *RemoteView) shipped(name string) (*shippedCatalog, error) {
+	if v.opts.ShippedDir == "" {
+		return nil, nil
+	}
+	p := filepath.Join(v.opts.ShippedDir, name+".db")
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("shipped catalog of snapshot %s: %w", name, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("shipped catalog of snapshot %s: %w", name, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("shipped catalog of snapshot %s: %s is not a regular file (%s)", name, p, st.Mode().Type())
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return nil, fmt.Errorf("shipped catalog of snapshot %s: reading %s: %w", name, p, err)
+	}
+	if n != st.Size() {
+		return nil, fmt.Errorf("shipped catalog of snapshot %s: %s changed while it was hashed (%d bytes read, %d stat)", name, p, n, st.Size())
+	}
+	return &shippedCatalog{path: p, size: n, sha256: hex.EncodeToString(h.Sum(nil)), mtime: st.ModTime()}, nil
+}
+
+// catalogAppeared reports whether p was prepared before its snapshot's
+// export was written (the nightly run exports right after the snapshot
+// appears) and the export is there now: p must then be prepared again.
+func (v *RemoteView) catalogAppeared(p *pinned) bool {
+	if p == nil || p.catalog != nil || v.opts.ShippedDir == "" {
+		return false
+	}
+	_, err := os.Lstat(filepath.Join(v.opts.ShippedDir, p.name+".db"))
+	return err == nil
+}
+
+// describedCatalog is SNAPSHOT.json with the shipped catalog's name and
+// hash, which a pull checks CATALOG.db against.
+type describedCatalog struct {
+	Description
+	Catalog       string `json:"catalog,omitempty"`
+	CatalogSHA256 string `json:"catalog_sha256,omitempty"`
+}
+
+// withCatalog adds c (if any) to the rendered SNAPSHOT.json desc.
+func withCatalog(desc []byte, c *shippedCatalog) []byte {
+	if c == nil {
+		return desc
+	}
+	var d describedCatalog
+	if err := json.Unmarshal(desc, &d.Description); err != nil {
+		return desc // cannot happen: describe rendered it
+	}
+	d.Catalog, d.CatalogSHA256 = CatalogName, c.sha256
+	out, _ := json.MarshalIndent(d, "", "  ") // plain fields
+	return append(out, '\n')
+}
+
+// catalogFile serves a shipped catalog read-only from its export.
+type catalogFile struct {
+	fs.Inode
+	readOnly
+	c *shippedCatalog
+	t *tree
+}
+
+func (n *catalogFile) attr(a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | 0o444
+	a.Size = uint64(n.c.size)
+	a.Nlink = 1
+	a.Blocks = (a.Size + 511) / 512
+	sec, nsec := uint64(n.c.mtime.Unix()), uint32(n.c.mtime.Nanosecond())
+	a.Mtime, a.Mtimensec = sec, nsec
+	a.Ctime, a.Ctimensec = sec, nsec
+	a.Atime, a.Atimensec = sec, nsec
+}
+
+func (n *catalogFile) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	defer n.t.enter()()
+	n.attr(&out.Attr)
+	out.SetTimeout(immutableTimeout)
+	return 0
+}
+
+func (n *catalogFile) Access(ctx context.Context, mask uint32) syscall.Errno {
+	return access(ctx, mask, syscall.S_IFREG|0o444, 0, 0)
+}
+
+func (n *catalogFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	defer n.t.enter()()
+	if openForWrite(flags) {
+		return nil, 0, syscall.EROFS
+	}
+	f, err := os.OpenFile(n.c.path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		// Pruned while shown: the view keeps the newest few exports, so
+		// only a very old pin gets here.
+		return nil, 0, toErrno(n.t.log, "open shipped catalog", err)
+	}
+	if st, err := f.Stat(); err != nil || st.Size() != n.c.size {
+		f.Close()
+		n.t.log.Error("roview: shipped catalog changed since it was hashed", "path", n.c.path)
+		return nil, 0, syscall.EIO
+	}
+	n.t.opened()
+	return &catalogHandle{f: f, t: n.t}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// catalogHandle reads an open export.
+type catalogHandle struct {
+	f *os.File
+	t *tree
+}
+
+func (h *catalogHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	defer h.t.enter()()
+	n, err := h.f.ReadAt(dest, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, toErrno(h.t.log, "read shipped catalog", err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+func (h *catalogHandle) Release(ctx context.Context) syscall.Errno {
+	h.f.Close()
+	h.t.released()
+	return 0
+}
+
+// ino numbers a generated file of p. SNAPSHOT.json and CATALOG.db carry
+// the catalog's hash: a snapshot prepared again once its export appeared
+// gets new inodes, so neither go-fuse nor the kernel's page cache serves
+// the old SNAPSHOT.json.
+func (p *pinned) ino(name string) uint64 {
+	if p.catalog != nil && (name == DescName || name == CatalogName) {
+		return synthIno("remote", p.name, name, p.catalog.sha256)
+	}
+	return synthIno("remote", p.name, name)
+}
