@@ -16,11 +16,19 @@ type Pull struct {
 	ID           int64
 	BackupServer string
 	HostServer   string
-	Snapshot     string // the remote-tier snapshot it produced, "" if none
-	Start, End   time.Time
-	Files, Bytes int64
-	Result       RunStatus // ok, failed or partial
-	Error        string
+	// Snapshot is the host's snapshot that was pulled, "" if none was
+	// read (the column predates HostSnapshot; both hold the same name).
+	Snapshot string
+	// HostSnapshot is the host's local-tier snapshot the pull copied (from
+	// its SNAPSHOT.json); "" = Snapshot.
+	HostSnapshot string
+	// RemoteSnapshot is the backup server's remote-tier snapshot taken
+	// after the pull, which holds this copy; "" until SetPullRemoteSnapshot.
+	RemoteSnapshot string
+	Start, End     time.Time
+	Files, Bytes   int64
+	Result         RunStatus // ok, failed or partial
+	Error          string
 }
 
 // RecordPull stores a finished pull and returns its id.
@@ -33,11 +41,17 @@ func (db *DB) RecordPull(ctx context.Context, p Pull) (int64, error) {
 	case p.Start.IsZero() || p.End.Before(p.Start):
 		return 0, fmt.Errorf("catalog: pull of %s: start %v and end %v: need a start and an end not before it", p.HostServer, p.Start, p.End)
 	}
+	if p.HostSnapshot == "" {
+		p.HostSnapshot = p.Snapshot
+	}
+	if p.Snapshot == "" {
+		p.Snapshot = p.HostSnapshot
+	}
 	var id int64
 	err := db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.Exec(`INSERT INTO pulls (backup_server, host_server, snapshot, start_ns, end_ns, files, bytes, result, error)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, p.BackupServer, p.HostServer, p.Snapshot, p.Start.UnixNano(), p.End.UnixNano(),
-			p.Files, p.Bytes, string(p.Result), p.Error)
+		res, err := tx.Exec(`INSERT INTO pulls (backup_server, host_server, snapshot, start_ns, end_ns, files, bytes, result, error, host_snapshot, remote_snapshot)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, p.BackupServer, p.HostServer, p.Snapshot, p.Start.UnixNano(), p.End.UnixNano(),
+			p.Files, p.Bytes, string(p.Result), p.Error, p.HostSnapshot, p.RemoteSnapshot)
 		if err != nil {
 			return fmt.Errorf("catalog %s: record pull of %s: %w", db.path, p.HostServer, err)
 		}
@@ -53,7 +67,7 @@ func (db *DB) Pulls(ctx context.Context, hostServer string, limit int) ([]Pull, 
 	if limit <= 0 {
 		limit = -1
 	}
-	rows, err := db.r.QueryContext(ctx, `SELECT id, backup_server, host_server, snapshot, start_ns, end_ns, files, bytes, result, error
+	rows, err := db.r.QueryContext(ctx, `SELECT `+pullCols+`
 		FROM pulls WHERE ?1 = '' OR host_server = ?1 ORDER BY start_ns DESC, id DESC LIMIT ?2`, hostServer, limit)
 	if err != nil {
 		return nil, fmt.Errorf("catalog %s: pulls of %q: %w", db.path, hostServer, err)
@@ -61,13 +75,10 @@ func (db *DB) Pulls(ctx context.Context, hostServer string, limit int) ([]Pull, 
 	defer rows.Close()
 	var out []Pull
 	for rows.Next() {
-		var p Pull
-		var start, end int64
-		var res string
-		if err := rows.Scan(&p.ID, &p.BackupServer, &p.HostServer, &p.Snapshot, &start, &end, &p.Files, &p.Bytes, &res, &p.Error); err != nil {
+		p, err := scanPull(rows)
+		if err != nil {
 			return nil, fmt.Errorf("catalog %s: pulls of %q: %w", db.path, hostServer, err)
 		}
-		p.Start, p.End, p.Result = timeOf(start), timeOf(end), RunStatus(res)
 		out = append(out, p)
 	}
 	if err := rows.Err(); err != nil {

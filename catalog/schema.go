@@ -146,11 +146,26 @@ CREATE TABLE meta (
 	value TEXT NOT NULL
 ) WITHOUT ROWID;
 `,
+	// 3: which host snapshot each pull copied and which remote-tier
+	// snapshot holds it, and each application's digest per snapshot, for
+	// "where are the copies of that night".
+	// Pulls recorded before stored the host's snapshot in "snapshot".
+	`
+ALTER TABLE pulls ADD COLUMN host_snapshot TEXT NOT NULL DEFAULT '';
+ALTER TABLE pulls ADD COLUMN remote_snapshot TEXT NOT NULL DEFAULT '';
+UPDATE pulls SET host_snapshot = snapshot;
+CREATE INDEX pulls_host_snapshot ON pulls (host_server, host_snapshot);
+-- The application's Digest (see AppDigest), stored when the snapshot is
+-- taken; NULL = computed on demand.
+ALTER TABLE snapshot_apps ADD COLUMN digest TEXT;
+-- When verify last found every file of the snapshot intact; NULL = never.
+ALTER TABLE snapshots ADD COLUMN verified_ns INTEGER;
+`,
 }
 
 // SchemaVersion is the schema version this binary creates and understands:
 // len(migrations).
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // migrate brings the database to version target (0 = latest), one
 // transaction per migration. It re-reads user_version under the write lock,

@@ -11,9 +11,11 @@
 #  6. a backup server (odin.softxs.ch, its own partition) pulls the host's
 #     remote view over ssh on loopback, verifies it and snapshots it
 #  7. an off-site copy to a directory standing in for a USB drive
-#  8. status
+#  8. status, check (the Nagios plugin) on the host and on the backup
+#     server, where the copies of last night are, and the status page
 #
-# Everything is cleaned up at the end, also on failure or Ctrl-C.
+# Everything is cleaned up at the end, also on failure or Ctrl-C. With
+# DEMO_KEEP=1 the daemon stays up (status page and /metrics) until Enter.
 set -euo pipefail
 
 BIN=$(realpath "${1:-bin/v2backup}")
@@ -139,6 +141,7 @@ remote_view = "$D/view"
 remote_view_idle = "2s"
 history_mount = "$D/history"
 host_mount = "$D/mnt/_host"
+listen = "127.0.0.1:0"
 
 [[vm]]
 name = "web"
@@ -241,5 +244,26 @@ mkdir -p "$D/usb"
 $ODIN offsite --to "$D/usb" --label "demo-usb-1"
 $ODIN offsite status
 
-step "8. status"
+step "8. status, check, copies and the status page"
 $V2 status
+echo
+echo "\$ v2backup check   # a Nagios/Icinga plugin: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN"
+rc=0; $V2 check || rc=$?
+echo "(exit $rc: the wiki backup failed on purpose)"
+echo
+echo "\$ v2backup check   # on the backup server: every host it pulls, from the catalog shipped with the pull"
+rc=0; $ODIN check || rc=$?
+echo "(exit $rc)"
+echo
+echo "\$ v2backup copies hydro   # where are the verified copies of last night?"
+$ODIN copies hydro
+URL=$(grep -o 'status page and metrics at http://[^/]*/' "$D/daemon.log" | head -1 | sed 's/.* at //')
+if [ -n "$URL" ]; then
+	curl -fsS "$URL" -o /tmp/v2backup-demo-status.html
+	echo
+	echo "status page: $URL   (metrics: ${URL}metrics; $(curl -fsS "${URL}metrics" | grep -c '^v2backup_') v2backup series)"
+	echo "a copy of the page, to open after the demo: /tmp/v2backup-demo-status.html"
+	if [ "${DEMO_KEEP:-}" = 1 ]; then
+		read -r -p "the daemon keeps running; press Enter to stop and clean up " _
+	fi
+fi

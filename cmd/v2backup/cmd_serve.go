@@ -294,7 +294,7 @@ func (d *daemon) mountViews(inv *inventory.Inventory) error {
 	view, err := roview.MountRemoteView(srv.RemoteView, roview.RemoteOptions{
 		SnapDir: snapDir, Server: string(d.server), Manifest: d.manifest,
 		StateDir: d.part.StateDir(), AllowOther: true, Logger: d.g.log.With("view", "remote"),
-		Idle: srv.RemoteViewIdle.Duration,
+		Idle: srv.RemoteViewIdle.Duration, ShippedDir: nightly.ShippedDir(d.part),
 	})
 	if err != nil {
 		return fmt.Errorf("serve: remote view at %s: %w", srv.RemoteView, err)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -67,6 +68,7 @@ func runVerify(ctx context.Context, g *globalOptions, o verifyOptions, args []st
 	defer db.Close()
 	part := inv.Partition(server)
 	opts := verify.Options{Prefix: prefix}
+	var snapID int64 // the snapshot verified, 0 for --live
 	if o.Live {
 		opts.Root = part.LocalRoot()
 		opts.Walk = verify.LiveFiles(db, prefix)
@@ -84,6 +86,7 @@ func runVerify(ctx context.Context, g *globalOptions, o verifyOptions, args []st
 		}
 		opts.Root = part.Snapshot(tier, snap.Name)
 		opts.Walk = verify.SnapshotFiles(db, snap.ID, prefix)
+		snapID = snap.ID
 	}
 	rep, err := verify.Run(ctx, opts)
 	if err != nil {
@@ -95,6 +98,12 @@ func runVerify(ctx context.Context, g *globalOptions, o verifyOptions, args []st
 	fmt.Fprintln(g.stdout, rep.Summary())
 	if !rep.OK() {
 		return exitCodeError{code: exitFailed}
+	}
+	if snapID != 0 && prefix == "" {
+		// The whole snapshot checked out: `copies` shows this date.
+		if err := db.SetSnapshotVerified(ctx, snapID, time.Now()); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -239,7 +239,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, err
 	}
 	rep.Result = res
-	if _, err := b.Commit(ctx); err != nil {
+	snap, err := b.Commit(ctx)
+	if err != nil {
 		// The tree exists but the catalog does not know it: move it aside so
 		// the next run does not build on an unrecorded snapshot.
 		snapshot.Prune(context.Background(), snapDir, []string{name}, false)
@@ -248,11 +249,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if _, _, err := snapshot.UpdateLatest(snapDir); err != nil {
 		return rep, err
 	}
+	var errs []error
+	if err := o.afterCommit(ctx, snap, apps); err != nil {
+		errs = append(errs, err)
+	}
 
 	// History files, one per application.
 	counts := tally.Counts()
 	histDir := o.Inv.HistoryDir(o.Server)
-	var errs []error
 	if err := os.MkdirAll(histDir, 0o755); err != nil {
 		errs = append(errs, fmt.Errorf("history files: %w", err))
 	}
@@ -425,13 +429,7 @@ func (o *Options) appState(ctx context.Context, a app, since time.Time, quiet ti
 			return appState{snapshot.StatusFailed, msg}, true, nil
 		}
 	}
-	var last time.Time
-	err = o.DB.WalkFiles(ctx, a.path, func(f catalog.FileRecord) error {
-		if f.UpdatedAt.After(last) {
-			last = f.UpdatedAt
-		}
-		return nil
-	})
+	last, err := o.DB.LastUpdate(ctx, a.path)
 	if err != nil {
 		return st, false, err
 	}

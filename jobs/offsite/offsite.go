@@ -301,7 +301,9 @@ func (o *Options) copyOne(ctx context.Context, base string, src Source, drive *D
 			return fail("writing the manifest", err)
 		}
 	}
-	files, err := sums.Verify(ctx, staging, manifest, sums.Options{Ignore: []string{sums.SumsName, sums.DescName}})
+	// A pulled host's copy carries the host's catalog (CATALOG.db, checked
+	// against SNAPSHOT.json by the pull): it goes along, unlisted.
+	files, err := sums.Verify(ctx, staging, manifest, sums.Options{Ignore: []string{sums.SumsName, sums.DescName, tiers.ShippedCatalogName}})
 	if err != nil {
 		return fail("verifying", err)
 	}

@@ -356,7 +356,7 @@ func (o *Options) pullOne(ctx context.Context, h Host) (r Result) {
 			res, msg = catalog.RunFailed, r.Error()
 		}
 		id, err := o.DB.RecordPull(context.WithoutCancel(ctx), catalog.Pull{
-			BackupServer: string(o.BackupServer), HostServer: string(h.Server), Snapshot: r.Snapshot,
+			BackupServer: string(o.BackupServer), HostServer: string(h.Server), Snapshot: r.Snapshot, HostSnapshot: r.Snapshot,
 			Start: r.Start, End: r.Start.Add(r.Duration), Files: r.Files, Bytes: r.Bytes, Result: res, Error: msg,
 		})
 		if err != nil && r.Err == nil {
@@ -426,6 +426,16 @@ func (o *Options) pullOne(ctx context.Context, h Host) (r Result) {
 		}
 	}
 	vo := sums.Options{Ignore: []string{sums.SumsName, sums.DescName}}
+	if desc.CatalogSHA256 != "" {
+		// The host's catalog is checked against SNAPSHOT.json instead.
+		vo.Ignore = append(vo.Ignore, tiers.ShippedCatalogName)
+		t := time.Now()
+		err := verifyCatalog(staging, desc)
+		r.Took[StepVerify] += time.Since(t)
+		if err != nil {
+			return fail(StepVerify, fmt.Errorf("snapshot %s refused, last good copy kept: %w", desc.Snapshot, err))
+		}
+	}
 	if !o.FullVerify && r.prev != nil {
 		vo.Known = func(rel string, dev, ino uint64, size, mtimeNs int64) (string, bool) {
 			sum, ok := r.prev[rel]

@@ -104,14 +104,39 @@ func (o *Options) snapshotRemote(ctx context.Context, name string, now time.Time
 		b.Abort(context.WithoutCancel(ctx))
 		return err
 	}
-	if _, err := b.Commit(ctx); err != nil {
+	snap, err := b.Commit(ctx)
+	if err != nil {
 		// A tree the catalog does not know must not become the base of
 		// the next snapshot.
 		snapshot.Prune(context.WithoutCancel(ctx), snapDir, []string{name}, false)
 		return fmt.Errorf("recording snapshot %s: %w", name, err)
 	}
-	_, _, err = snapshot.UpdateLatest(snapDir)
-	return err
+	if _, _, err = snapshot.UpdateLatest(snapDir); err != nil {
+		return err
+	}
+	return o.recordCopies(ctx, snap, apps, rep)
+}
+
+// recordCopies stores each application's digest with the remote-tier
+// snapshot and, with each pull it holds, that snapshot's name: the
+// catalog can then say where every night of every host was copied.
+func (o *Options) recordCopies(ctx context.Context, snap catalog.Snapshot, apps map[string]string, rep *Report) error {
+	prefixes := make(map[string]string, len(apps))
+	for p, name := range apps {
+		prefixes[name] = p
+	}
+	var errs []error
+	if err := o.DB.StoreAppDigests(ctx, snap.ID, prefixes); err != nil {
+		errs = append(errs, fmt.Errorf("snapshot %s: application digests: %w", snap.Name, err))
+	}
+	for i := range rep.Results {
+		if r := &rep.Results[i]; r.OK() && r.PullID != 0 {
+			if err := o.DB.SetPullRemoteSnapshot(ctx, r.PullID, snap.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // appOf finds the application whose tree holds p.

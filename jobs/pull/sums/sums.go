@@ -51,6 +51,11 @@ type Description struct {
 	Files    int64  `json:"files"`
 	Bytes    int64  `json:"bytes"`
 	Manifest string `json:"manifest"`
+	// Catalog names the host's catalog shipped beside the manifest
+	// (CATALOG.db) and CatalogSHA256 is its SHA-256; both empty when the
+	// snapshot has none.
+	Catalog       string `json:"catalog,omitempty"`
+	CatalogSHA256 string `json:"catalog_sha256,omitempty"`
 }
 
 // ReadDescription parses a SNAPSHOT.json file.
