@@ -164,11 +164,12 @@ func TestStatusPageInChromium(t *testing.T) {
 			t.Errorf("the page does not show %q; it shows:\n%s", want, text)
 		}
 	}
-	// Each row reads: description, name, server, VM, relpath, type, state.
+	// Each row reads: description, name, server, VM, local path (the app's
+	// path, when the inventory gives one), relpath, type, state.
 	for _, row := range []string{
-		`Hydro Demo hydro zg-3\.softxs\.ch web demo\.softxs\.ch/hydro files ok \d{4}-\d\d-\d\d \d\d:\d\d \S+ \d+m ago`,
+		`Hydro Demo hydro zg-3\.softxs\.ch web /\S+/apps/hydro demo\.softxs\.ch/hydro files ok \d{4}-\d\d-\d\d \d\d:\d\d \S+ \d+m ago`,
 		`SoftXS Web Site www zg-3\.softxs\.ch web www\.softxs\.ch files ok \d{4}-\d\d-\d\d \d\d:\d\d \S+ \d+m ago 2 \d+\.\dK 2 nights no job run`,
-		`Tracking System tracking zg-3\.softxs\.ch intern intern\.softxs\.ch/tracking files failed – \d+ \S+ (2 nights|no snapshots yet) failed \d{4}-`,
+		`Tracking System tracking zg-3\.softxs\.ch intern /\S+/apps/tracking-gone intern\.softxs\.ch/tracking files failed – \d+ \S+ (2 nights|no snapshots yet) failed \d{4}-`,
 		`Wiki wiki zg-3\.softxs\.ch web wiki\.softxs\.ch files never – 0 0B`,
 	} {
 		if !regexp.MustCompile(row).MatchString(text) {
