@@ -116,6 +116,11 @@ func TestMetricsThroughDaemon(t *testing.T) {
 			t.Errorf("%s requests of vm web: %v, want at least 1", op, n)
 		}
 	}
+	// The remote view's requests are counted under vm="remote-view".
+	sh(t, e.root, "ls -la view/ >/dev/null")
+	if n := scrape(t, addr)[`v2backup_fuse_requests_total{op="OPENDIR",vm="remote-view"}`]; n < 1 {
+		t.Errorf("OPENDIR requests of the remote view: %v, want at least 1", n)
+	}
 	// The intern VM got no write: it is there, with no CREATE.
 	if n := s[`v2backup_fuse_requests_total{op="CREATE",vm="intern"}`]; n != 0 {
 		t.Errorf("CREATE requests of vm intern: %v, want 0", n)

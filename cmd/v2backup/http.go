@@ -13,6 +13,7 @@ import (
 
 	"github.com/softxs/v2backup/catalog"
 	"github.com/softxs/v2backup/fusefs"
+	"github.com/softxs/v2backup/fusefs/roview"
 	"github.com/softxs/v2backup/jobs/metrics"
 	"github.com/softxs/v2backup/jobs/report"
 	"github.com/softxs/v2backup/jobs/statuspage"
@@ -105,7 +106,11 @@ type vmStats struct {
 type daemonLive struct {
 	rec    *catalog.Recorder
 	mounts atomic.Pointer[[]vmStats]
+	view   *roview.RemoteView // nil when not mounted
 }
+
+// remoteViewLabel is the vm label of the remote view's request counters.
+const remoteViewLabel = "remote-view"
 
 // QueueDepth is the catalog recorder's queued and in-flight events.
 func (l *daemonLive) QueueDepth() int { return l.rec.QueueDepth() }
@@ -113,16 +118,22 @@ func (l *daemonLive) QueueDepth() int { return l.rec.QueueDepth() }
 // Dropped is the catalog events dropped since the daemon started.
 func (l *daemonLive) Dropped() uint64 { return l.rec.Dropped() }
 
-// FUSEOps lists every mounted VM's request counters, VMs sorted.
+// FUSEOps lists every mounted VM's request counters, VMs sorted, then the
+// remote view's (vm label "remote-view").
 func (l *daemonLive) FUSEOps() []metrics.OpCount {
 	var out []metrics.OpCount
-	p := l.mounts.Load()
-	if p == nil {
-		return nil
+	if p := l.mounts.Load(); p != nil {
+		for _, v := range *p {
+			for _, s := range v.m.Stats() {
+				out = append(out, metrics.OpCount{VM: string(v.vm), Op: s.Op, Requests: s.Count, Errors: s.Errors, Seconds: s.Time.Seconds()})
+			}
+		}
 	}
-	for _, v := range *p {
-		for _, s := range v.m.Stats() {
-			out = append(out, metrics.OpCount{VM: string(v.vm), Op: s.Op, Requests: s.Count, Errors: s.Errors, Seconds: s.Time.Seconds()})
+	if l.view != nil {
+		// The view is read-only and counts no errors: what it refuses
+		// (writes, EROFS) the kernel mostly refuses before asking.
+		for _, r := range l.view.Requests() {
+			out = append(out, metrics.OpCount{VM: remoteViewLabel, Op: r.Op, Requests: r.Count, Seconds: r.Time.Seconds()})
 		}
 	}
 	return out
@@ -142,7 +153,7 @@ func (d *daemon) publishMounts() {
 
 // startDaemonHTTP starts the host daemon's listener, if configured.
 func (d *daemon) startDaemonHTTP(inv *inventory.Inventory) *httpServer {
-	d.live = &daemonLive{rec: d.rec}
+	d.live = &daemonLive{rec: d.rec, view: d.view}
 	d.publishMounts()
 	src := reportSource(d.cur.Load, d.server, d.db)
 	return startHTTP(listenAddress(inv, d.server), httpMux(src, d.live, d.g.log), d.g.log)
