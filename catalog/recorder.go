@@ -24,6 +24,20 @@ type RecorderOptions struct {
 	MaxRetries int
 	// LogInterval is how often dropped events are logged. Default 1m.
 	LogInterval time.Duration
+	// Quiet: while events keep arriving closer together than this, the
+	// workers leave queued files alone, so hashing and catalog writes do
+	// not compete with the writer for the CPU (a copy of many small files
+	// is done sooner, and its files are hashed right after). Default
+	// 50ms; negative hashes at once.
+	Quiet time.Duration
+	// MaxDelay bounds how long a queued event waits for a quiet moment
+	// (a long burst of writes), so the catalog never lags further behind;
+	// a queue half full, Flush and Close do not wait at all. Default 30s.
+	MaxDelay time.Duration
+	// BatchDelay is how long the flusher gathers results into one write
+	// transaction (one commit per file costs more than the hash).
+	// Default 20ms; negative writes at once.
+	BatchDelay time.Duration
 	// Logger defaults to the DB's.
 	Logger *slog.Logger
 	// Now defaults to the DB's clock.
@@ -83,6 +97,12 @@ type Recorder struct {
 
 	logMu                        sync.Mutex
 	loggedDropped, loggedInvalid uint64
+
+	lastEvent time.Time     // when the last event arrived (guarded by mu)
+	hurry     int           // Flush calls waiting: no holding back (mu)
+	wakeAt    time.Time     // when wake fires, zero if not armed (mu)
+	wake      *time.Timer   // wakes held workers (mu)
+	kick      chan struct{} // cap 1: the flusher stops gathering
 }
 
 type item struct {
@@ -93,6 +113,7 @@ type item struct {
 	from    string
 	rename  bool // structural: rename from -> path
 	epoch   uint64
+	queued  time.Time // when first queued, for MaxDelay
 	retries int
 	follows int // renames followed after finding no file
 	elem    *list.Element
@@ -140,15 +161,24 @@ func NewRecorder(db *DB, root string, opt RecorderOptions) (*Recorder, error) {
 	if opt.opsPerWrite == 0 {
 		opt.opsPerWrite = 10000
 	}
+	if opt.Quiet == 0 {
+		opt.Quiet = 50 * time.Millisecond
+	}
+	if opt.MaxDelay == 0 {
+		opt.MaxDelay = 30 * time.Second
+	}
+	if opt.BatchDelay == 0 {
+		opt.BatchDelay = 20 * time.Millisecond
+	}
 	if opt.Logger == nil {
 		opt.Logger = db.opts.logger
 	}
 	if opt.Now == nil {
 		opt.Now = db.opts.now
 	}
-	if opt.QueueSize < 1 || opt.Workers < 1 || opt.MaxRetries < 0 || opt.LogInterval < 0 {
-		return nil, fmt.Errorf("catalog: recorder for %s: invalid options: queue %d, workers %d, retries %d, log interval %v",
-			root, opt.QueueSize, opt.Workers, opt.MaxRetries, opt.LogInterval)
+	if opt.QueueSize < 1 || opt.Workers < 1 || opt.MaxRetries < 0 || opt.LogInterval < 0 || opt.MaxDelay < 0 {
+		return nil, fmt.Errorf("catalog: recorder for %s: invalid options: queue %d, workers %d, retries %d, log interval %v, max delay %v",
+			root, opt.QueueSize, opt.Workers, opt.MaxRetries, opt.LogInterval, opt.MaxDelay)
 	}
 	t, err := openTree(root)
 	if err != nil {
@@ -170,8 +200,16 @@ func NewRecorder(db *DB, root string, opt RecorderOptions) (*Recorder, error) {
 		changed:    make(chan struct{}),
 		done:       make(chan struct{}),
 		stopLog:    make(chan struct{}),
+		kick:       make(chan struct{}, 1),
 	}
 	r.work = sync.NewCond(&r.mu)
+	r.wake = time.AfterFunc(time.Hour, func() {
+		r.mu.Lock()
+		r.wakeAt = time.Time{}
+		r.work.Broadcast()
+		r.mu.Unlock()
+	})
+	r.wake.Stop()
 	ctx := context.Background()
 	prev, err := db.getMeta(ctx, metaDirty)
 	if err != nil {
@@ -449,14 +487,63 @@ func (r *Recorder) dropLocked() {
 func (r *Recorder) pushLocked(it *item, keep bool) {
 	if !keep {
 		it.epoch = r.epoch
+		it.queued = time.Now()
 		r.open[it.epoch]++
+		r.lastEvent = it.queued
 	}
 	it.elem = r.fifo.PushBack(it)
 	if !it.rename {
 		r.pending[it.path] = it
 		forDirs(it.path, func(d string) { r.pendDirs[d]++ })
 	}
+	if d := r.holdLocked(); d > 0 {
+		r.armLocked(d)
+		return
+	}
 	r.work.Signal()
+}
+
+// holdLocked returns how long the workers should leave the queue alone:
+// until events have stopped for opt.Quiet, at most until the oldest
+// queued event has waited opt.MaxDelay; 0 means work now.
+func (r *Recorder) holdLocked() time.Duration {
+	if r.opt.Quiet <= 0 || r.closing || r.hurry > 0 || r.fifo.Len() == 0 || r.fifo.Len() >= (r.opt.QueueSize+1)/2 {
+		return 0
+	}
+	now := time.Now()
+	quiet := r.opt.Quiet - now.Sub(r.lastEvent)
+	if quiet <= 0 {
+		return 0
+	}
+	oldest := r.fifo.Front().Value.(*item).queued
+	if oldest.IsZero() {
+		return 0
+	}
+	left := r.opt.MaxDelay - now.Sub(oldest)
+	if left <= 0 {
+		return 0
+	}
+	return min(quiet, left)
+}
+
+// armLocked makes sure the held workers look again within d.
+func (r *Recorder) armLocked(d time.Duration) {
+	at := time.Now().Add(d)
+	if !r.wakeAt.IsZero() && !r.wakeAt.After(at) {
+		return
+	}
+	r.wakeAt = at
+	r.wake.Reset(d)
+}
+
+// hurryLocked stops holding back (Flush, Close): the workers and the
+// flusher go at once.
+func (r *Recorder) hurryLocked() {
+	r.work.Broadcast()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
 }
 
 // unlinkLocked takes a queued item out of the fifo (and the index).
@@ -532,6 +619,11 @@ func (r *Recorder) worker() {
 	for {
 		if r.abandon {
 			return
+		}
+		if d := r.holdLocked(); d > 0 {
+			r.armLocked(d)
+			r.work.Wait()
+			continue
 		}
 		it := r.popLocked()
 		if it == nil {
@@ -670,6 +762,7 @@ func (r *Recorder) notifyLocked() {
 
 func (r *Recorder) flusher() {
 	for range r.opsReady {
+		r.gather()
 		for {
 			r.mu.Lock()
 			ops := r.ops
@@ -701,6 +794,26 @@ func (r *Recorder) flusher() {
 			r.notifyLocked()
 			r.mu.Unlock()
 		}
+	}
+}
+
+// gather waits opt.BatchDelay for more results to share one write
+// transaction, unless a Flush or Close is waiting or a batch is full.
+func (r *Recorder) gather() {
+	if r.opt.BatchDelay <= 0 {
+		return
+	}
+	r.mu.Lock()
+	skip := r.hurry > 0 || r.closing || len(r.ops) >= r.opt.opsPerWrite
+	r.mu.Unlock()
+	if skip {
+		return
+	}
+	t := time.NewTimer(r.opt.BatchDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.kick:
 	}
 }
 
@@ -745,6 +858,13 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	target := r.epoch
 	r.epoch++
+	r.hurry++
+	r.hurryLocked()
+	defer func() {
+		r.mu.Lock()
+		r.hurry--
+		r.mu.Unlock()
+	}()
 	for {
 		pending := false
 		for e := range r.open {
@@ -784,7 +904,7 @@ func (r *Recorder) Close(ctx context.Context) error {
 		return errors.New("catalog: recorder already closed")
 	}
 	r.closing = true
-	r.work.Broadcast()
+	r.hurryLocked()
 	r.mu.Unlock()
 	var lost int
 	select {
@@ -798,6 +918,9 @@ func (r *Recorder) Close(ctx context.Context) error {
 		<-r.done
 		r.markDirty(fmt.Sprintf("recorder closed with %d events unprocessed", lost))
 	}
+	r.mu.Lock()
+	r.wake.Stop()
+	r.mu.Unlock()
 	close(r.stopLog)
 	r.logDropsNow()
 	errs := []error{r.tree.close()}

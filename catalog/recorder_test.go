@@ -484,6 +484,72 @@ func TestNewRecorderErrors(t *testing.T) {
 	wantErr(t, err, "missing")
 	_, err = NewRecorder(db, t.TempDir(), RecorderOptions{Workers: -1})
 	wantErr(t, err, "invalid options", "workers -1")
+	_, err = NewRecorder(db, t.TempDir(), RecorderOptions{MaxDelay: -time.Second})
+	wantErr(t, err, "invalid options", "max delay -1s")
+}
+
+// waitRow polls the catalog until p has a hashed row.
+func (e *recEnv) waitRow(t *testing.T, p string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if f, ok := e.row(t, p); ok && f.SHA256 != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no hashed row after 30s (queue %d)", p, e.r.QueueDepth())
+		}
+	}
+}
+
+// TestRecorderHoldsWhileBusy: hashing waits for a pause in the events,
+// but never past MaxDelay, never once the queue is half full, and never
+// when a Flush or Close wants the results.
+func TestRecorderHoldsWhileBusy(t *testing.T) {
+	const p = "web/demo.softxs.ch/hydro/a"
+	// Flush does not wait for the pause (it would take an hour).
+	e := newRecEnv(t, RecorderOptions{Quiet: time.Hour, MaxDelay: time.Hour, BatchDelay: time.Hour})
+	writeFile(t, e.root, p, "a")
+	e.r.Written("hydro", p)
+	e.flush(t)
+	if f, ok := e.row(t, p); !ok || f.SHA256 != shaOf([]byte("a")) {
+		t.Fatalf("after Flush: %+v %v", f, ok)
+	}
+	// Nor does Close.
+	writeFile(t, e.root, p, "aa")
+	e.r.Written("hydro", p)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f, ok := e.row(t, p); !ok || f.SHA256 != shaOf([]byte("aa")) {
+		t.Fatalf("after Close: %+v %v", f, ok)
+	}
+
+	// A pause of Quiet releases the queue.
+	e = newRecEnv(t, RecorderOptions{Quiet: 10 * time.Millisecond, MaxDelay: time.Hour})
+	writeFile(t, e.root, p, "b")
+	e.r.Written("hydro", p)
+	e.waitRow(t, p)
+
+	// Events that never pause are hashed after MaxDelay.
+	e = newRecEnv(t, RecorderOptions{Quiet: time.Hour, MaxDelay: 10 * time.Millisecond})
+	writeFile(t, e.root, p, "c")
+	e.r.Written("hydro", p)
+	e.waitRow(t, p)
+
+	// A half-full queue is worked on at once, down to below half.
+	e = newRecEnv(t, RecorderOptions{Quiet: time.Hour, MaxDelay: time.Hour, QueueSize: 4})
+	for _, q := range []string{p, p + "2"} {
+		writeFile(t, e.root, q, q)
+		e.r.Written("hydro", q)
+	}
+	e.waitRow(t, p)
+	if _, ok := e.row(t, p+"2"); ok || e.r.QueueDepth() != 1 {
+		t.Errorf("second file: row %v, queue %d; want it held", ok, e.r.QueueDepth())
+	}
+	e.flush(t)
+	e.waitRow(t, p+"2")
 }
 
 // Close without Flush still writes everything queued.

@@ -25,6 +25,7 @@ type filesystem struct {
 	rec         Recorder
 	log         *slog.Logger
 	umask       uint32
+	asRoot      bool // the daemon runs as root: new entries go to their caller
 	start       time.Time
 	passthrough atomic.Bool   // set once, right after mounting
 	ttl         time.Duration // kernel cache timeout of entries and attributes

@@ -328,6 +328,7 @@ func newFilesystem(cfg Config) (*filesystem, error) {
 		rec:       cfg.Recorder,
 		log:       lg,
 		umask:     uint32(old),
+		asRoot:    os.Geteuid() == 0,
 		start:     time.Now(),
 		synthInos: map[string]uint64{},
 		extra:     map[string]fs.InodeEmbedder{},

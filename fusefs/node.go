@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"os"
 	"sort"
 	"sync"
 	"syscall"
@@ -370,23 +369,39 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 	return 0
 }
 
-// owner is who a new entry in dirfd belongs to: the caller, except that
-// a set-group-ID directory hands down its group (the backing filesystem
-// already did).
-func (n *node) owner(ctx context.Context, dirfd int) (uid, gid int, ok bool) {
-	if os.Geteuid() != 0 {
-		return -1, -1, false
+// chownNew gives a new entry (name in dirfd, fd its descriptor or -1,
+// st its fresh stat) to the caller, except that a set-group-ID directory
+// hands down its group (the backing filesystem already did). Nothing is
+// changed, nor the parent stat'ed, when the entry already has the caller's
+// owner and group (a root caller, as for most copies): the group is then
+// right whatever the parent's mode. changed reports whether st is stale.
+func (n *node) chownNew(ctx context.Context, dirfd int, name string, fd int, st *unix.Statx_t) (changed bool, err error) {
+	if !n.fsys.asRoot {
+		return false, nil
 	}
 	caller, ok := fuse.FromContext(ctx)
 	if !ok {
-		return -1, -1, false
+		return false, nil
 	}
-	uid, gid = int(caller.Uid), int(caller.Gid)
-	var pst unix.Statx_t
-	if statFd(dirfd, &pst) == nil && pst.Mode&syscall.S_ISGID != 0 {
+	uid, gid := int(caller.Uid), int(caller.Gid)
+	if st.Gid == caller.Gid {
 		gid = -1
+	} else {
+		var pst unix.Statx_t
+		if err := statFd(dirfd, &pst); err == nil && pst.Mode&syscall.S_ISGID != 0 {
+			gid = -1
+		}
 	}
-	return uid, gid, true
+	if st.Uid == caller.Uid {
+		uid = -1
+	}
+	if uid == -1 && gid == -1 {
+		return false, nil
+	}
+	if fd >= 0 {
+		return true, unix.Fchown(fd, uid, gid)
+	}
+	return true, unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 }
 
 // needsChmod: the kernel already applied the caller's umask; the daemon's
@@ -429,19 +444,24 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		unix.Unlinkat(dirfd, name, 0)
 		return nil, nil, 0, n.fsys.toErrno(op, child, err)
 	}
-	if uid, gid, ok := n.owner(ctx, dirfd); ok {
-		if err := unix.Fchown(fd, uid, gid); err != nil {
-			return fail("create/chown", err)
-		}
+	var st unix.Statx_t
+	if err := statFd(fd, &st); err != nil {
+		return fail("create/stat", err)
+	}
+	stale, err := n.chownNew(ctx, dirfd, name, fd, &st)
+	if err != nil {
+		return fail("create/chown", err)
 	}
 	if n.needsChmod(mode) {
 		if err := unix.Fchmod(fd, mode&0o7777); err != nil {
 			return fail("create/chmod", err)
 		}
+		stale = true
 	}
-	var st unix.Statx_t
-	if err := statFd(fd, &st); err != nil {
-		return fail("create/stat", err)
+	if stale {
+		if err := statFd(fd, &st); err != nil {
+			return fail("create/stat", err)
+		}
 	}
 	ch := newChild(ctx, &n.Inode, n.fsys, n.app, &st, out)
 	cn, ok := ch.Operations().(*node)
@@ -601,14 +621,16 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
 		return nil, n.fsys.toErrno(op, child, err)
 	}
-	if uid, gid, ok := n.owner(ctx, dirfd); ok {
-		if err := unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fail("mkdir/chown", err)
-		}
-	}
 	var st unix.Statx_t
 	if err := statAt(dirfd, name, &st); err != nil {
 		return fail("mkdir/stat", err)
+	}
+	if stale, err := n.chownNew(ctx, dirfd, name, -1, &st); err != nil {
+		return fail("mkdir/chown", err)
+	} else if stale {
+		if err := statAt(dirfd, name, &st); err != nil {
+			return fail("mkdir/stat", err)
+		}
 	}
 	if n.needsChmod(mode) {
 		// Keep the set-group-ID bit a set-group-ID parent handed down.
@@ -657,16 +679,19 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	if err := unix.Symlinkat(target, dirfd, name); err != nil {
 		return nil, n.fsys.toErrno("symlink", child, err)
 	}
-	if uid, gid, ok := n.owner(ctx, dirfd); ok {
-		if err := unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			unix.Unlinkat(dirfd, name, 0)
-			return nil, n.fsys.toErrno("symlink/chown", child, err)
-		}
-	}
 	var st unix.Statx_t
 	if err := statAt(dirfd, name, &st); err != nil {
 		unix.Unlinkat(dirfd, name, 0)
 		return nil, n.fsys.toErrno("symlink/stat", child, err)
+	}
+	if stale, err := n.chownNew(ctx, dirfd, name, -1, &st); err != nil {
+		unix.Unlinkat(dirfd, name, 0)
+		return nil, n.fsys.toErrno("symlink/chown", child, err)
+	} else if stale {
+		if err := statAt(dirfd, name, &st); err != nil {
+			unix.Unlinkat(dirfd, name, 0)
+			return nil, n.fsys.toErrno("symlink/stat", child, err)
+		}
 	}
 	return newChild(ctx, &n.Inode, n.fsys, n.app, &st, out), 0
 }

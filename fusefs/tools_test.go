@@ -554,3 +554,80 @@ func TestToolsCrashAndRestart(t *testing.T) {
 	startDaemon(t, mnt, local)
 	compareTrees(t, src, true, dst)
 }
+
+// TestToolsOwnerOfNewEntries: files, directories and symlinks created
+// through the mount belong to the calling user and group, except that a
+// set-group-ID directory hands down its group (and its bit to
+// directories); a root caller's entries need no chown at all.
+func TestToolsOwnerOfNewEntries(t *testing.T) {
+	needTools(t, "sh", "touch", "mkdir", "ln")
+	base := t.TempDir()
+	// The unprivileged caller must reach the mount point.
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mnt, local := filepath.Join(base, "mnt"), filepath.Join(base, "local")
+	os.Mkdir(mnt, 0o755)
+	startDaemon(t, mnt, local)
+	app := filepath.Join(mnt, "demo.softxs.ch/hydro")
+	if err := os.Chmod(app, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(app+"/sg", 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(app+"/sg", 0, 4242); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Chmod(app+"/sg", 0o2777); err != nil {
+		t.Fatal(err)
+	}
+	script := func(dir string) string {
+		return fmt.Sprintf("cd %s && touch f && mkdir d && ln -s f l", dir)
+	}
+	run(t, "sh", "-c", "mkdir "+app+"/root && "+script(app+"/root")+" && mkdir "+app+"/sg/root && "+script(app+"/sg/root"))
+	for _, dir := range []string{app + "/user", app + "/sg/user"} {
+		if err := os.Mkdir(dir, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		// Writable for the caller; sg/user keeps the bit sg handed down.
+		mode := uint32(0o777)
+		if strings.Contains(dir, "/sg/") {
+			mode |= syscall.S_ISGID
+		}
+		if err := unix.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-c", script(dir))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1234, Gid: 5678}}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("as uid 1234: %s: %v\n%s", script(dir), err, out)
+		}
+	}
+	backing := filepath.Join(local, "web/demo.softxs.ch/hydro")
+	for _, c := range []struct {
+		rel      string
+		uid, gid uint32
+	}{
+		{"root/f", 0, 0}, {"root/d", 0, 0}, {"root/l", 0, 0},
+		{"sg/root/f", 0, 4242}, {"sg/root/d", 0, 4242}, {"sg/root/l", 0, 4242},
+		{"user/f", 1234, 5678}, {"user/d", 1234, 5678}, {"user/l", 1234, 5678},
+		// sg/user itself was made by root in sg: group 4242, handed down.
+		{"sg/user/f", 1234, 4242}, {"sg/user/d", 1234, 4242}, {"sg/user/l", 1234, 4242},
+	} {
+		for _, p := range []string{filepath.Join(app, c.rel), filepath.Join(backing, c.rel)} {
+			var st unix.Stat_t
+			if err := unix.Lstat(p, &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Uid != c.uid || st.Gid != c.gid {
+				t.Errorf("%s: uid %d gid %d, want %d %d", p, st.Uid, st.Gid, c.uid, c.gid)
+			}
+			if strings.HasSuffix(c.rel, "/d") && strings.HasPrefix(c.rel, "sg/") && st.Mode&syscall.S_ISGID == 0 {
+				t.Errorf("%s: mode %o lost the set-group-ID bit of its parent", p, st.Mode)
+			}
+		}
+	}
+}

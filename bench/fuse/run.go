@@ -148,6 +148,13 @@ func run(ctx context.Context, cfg config, out io.Writer, log *slog.Logger) (err 
 		if c.catalogRows, c.catalogHashed, err = catalogCounts(ctx, c.catalogPath, c.catalogPrefix); err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}
+		// Only the live trees: earlier rounds' copies were moved aside.
+		oldRows, oldHashed, err := catalogCounts(ctx, c.catalogPath, c.catalogPrefix+"/"+oldDir)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		c.catalogRows -= oldRows
+		c.catalogHashed -= oldHashed
 	}
 	res.elapsed = time.Since(res.started)
 	rep := buildReport(res)

@@ -103,7 +103,7 @@ func buildWorkloads(cfg config, src *sourceTree) []*workload {
 			files:      src.stats.Files,
 			roundSetup: func(context.Context) error { return src.warm() },
 			prepare: func(ctx context.Context, c *contender) error {
-				return os.RemoveAll(filepath.Join(c.work, rsyncDir))
+				return moveAside(c.work, rsyncDir)
 			},
 			argv: func(c *contender) []string {
 				return []string{"rsync", "-a", src.root + "/", filepath.Join(c.work, rsyncDir) + "/"}
@@ -120,7 +120,7 @@ func buildWorkloads(cfg config, src *sourceTree) []*workload {
 			files:      src.stats.Files,
 			roundSetup: func(context.Context) error { return src.warm() },
 			prepare: func(ctx context.Context, c *contender) error {
-				return os.RemoveAll(filepath.Join(c.work, cpDir))
+				return moveAside(c.work, cpDir)
 			},
 			argv: func(c *contender) []string {
 				return []string{"cp", "-a", src.root, filepath.Join(c.work, cpDir)}
@@ -173,6 +173,31 @@ func buildWorkloads(cfg config, src *sourceTree) []*workload {
 		out = append(out, all[name])
 	}
 	return out
+}
+
+// oldDir holds, below a contender's work directory, the trees earlier
+// rounds copied; the run's temp dir goes at the end.
+const oldDir = ".old"
+
+// moveAside renames work/name (if present) into work/.old instead of
+// deleting it: on ext4 without a journal (this project's CI disk), every
+// file created within a minute of many deletions in the same block group
+// makes the allocator skip the recently freed inodes one by one
+// (recently_deleted), which made the copies right after a delete several
+// times slower for every contender and measured the disk, not the mounts.
+func moveAside(work, name string) error {
+	p := filepath.Join(work, name)
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(work, oldDir), 0o755); err != nil {
+		return err
+	}
+	to, err := os.MkdirTemp(filepath.Join(work, oldDir), name+".")
+	if err != nil {
+		return err
+	}
+	return os.Rename(p, filepath.Join(to, name))
 }
 
 func removeIfExists(path string) error {

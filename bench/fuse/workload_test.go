@@ -193,3 +193,38 @@ func TestWorkloadsNative(t *testing.T) {
 		t.Errorf("prepare failure: %v", err)
 	}
 }
+
+// TestMoveAside: a previous round's tree goes below .old (kept, not
+// deleted), an absent one is no error, and a .old that is not a directory
+// is reported.
+func TestMoveAside(t *testing.T) {
+	work := t.TempDir()
+	if err := moveAside(work, cpDir); err != nil {
+		t.Fatalf("absent tree: %v", err)
+	}
+	for round := 0; round < 2; round++ {
+		if err := os.MkdirAll(filepath.Join(work, cpDir, "d"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := moveAside(work, cpDir); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(filepath.Join(work, cpDir)); !os.IsNotExist(err) {
+			t.Errorf("round %d: %s still there: %v", round, cpDir, err)
+		}
+	}
+	kept, err := filepath.Glob(filepath.Join(work, oldDir, cpDir+".*", cpDir, "d"))
+	if err != nil || len(kept) != 2 {
+		t.Errorf("kept trees %v (%v), want 2", kept, err)
+	}
+	bad := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bad, oldDir), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(bad, cpDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := moveAside(bad, cpDir); err == nil {
+		t.Error("a file in the way of .old was not reported")
+	}
+}
