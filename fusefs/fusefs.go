@@ -26,6 +26,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/softxs/v2backup/fusefs/internal/opstats"
 	"github.com/softxs/v2backup/fusefs/route"
 )
 
@@ -81,7 +82,7 @@ type Mount struct {
 	mountpoint string
 	fsys       *filesystem
 	server     *fuse.Server
-	stats      *statsFS // nil unless Config.Stats
+	stats      *opstats.FS // nil unless Config.Stats
 	unmountMu  sync.Mutex
 	unmounted  bool
 }
@@ -129,9 +130,9 @@ func MountVM(mountpoint string, cfg Config) (*Mount, error) {
 	}
 	// fs.Mount, with room for the counting wrapper.
 	var raw fuse.RawFileSystem = fs.NewNodeFS(fsys.root, opts)
-	var stats *statsFS
+	var stats *opstats.FS
 	if cfg.Stats {
-		stats = newStatsFS(raw)
+		stats = opstats.Wrap(raw)
 		raw = stats
 	}
 	server, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)

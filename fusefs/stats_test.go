@@ -167,25 +167,3 @@ func TestStatsErrors(t *testing.T) {
 		}
 	}
 }
-
-// TestOpNames: every opcode has its protocol name, once.
-func TestOpNames(t *testing.T) {
-	seen := map[string]bool{}
-	for op, name := range opNames {
-		if name == "" || seen[name] {
-			t.Errorf("opcode %d: name %q empty or repeated", op, name)
-		}
-		seen[name] = true
-	}
-}
-
-// BenchmarkStatsDone is the cost the always-on counters add to each FUSE
-// request, from every core at once.
-func BenchmarkStatsDone(b *testing.B) {
-	s := newStatsFS(nil)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			s.done(opWrite, time.Now(), 0)
-		}
-	})
-}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/softxs/v2backup/fusefs/internal/opstats"
 	"github.com/softxs/v2backup/tiers"
 )
 
@@ -84,7 +85,7 @@ type RemoteView struct {
 	root   *remoteRoot
 	server *fuse.Server
 	// requests counts what the kernel asks of a mounted view
-	requests *requestCounter
+	requests *opstats.FS
 	idle     *tree // accounting for requests made while no snapshot is shown
 
 	mu       sync.Mutex
@@ -167,7 +168,7 @@ func MountRemoteView(mountpoint string, opts RemoteOptions) (*RemoteView, error)
 		return nil, err
 	}
 	mo := mountOptions("v2backup-remote", opts.AllowOther, opts.Debug, v.log)
-	v.requests = newRequestCounter(fs.NewNodeFS(v.root, mo))
+	v.requests = opstats.Wrap(fs.NewNodeFS(v.root, mo))
 	srv, err := fuse.NewServer(v.requests, mountpoint, &mo.MountOptions)
 	if err != nil {
 		return nil, fmt.Errorf("mount remote view of %s at %s: %w", opts.SnapDir, mountpoint, err)
@@ -191,13 +192,13 @@ func MountRemoteView(mountpoint string, opts RemoteOptions) (*RemoteView, error)
 func (v *RemoteView) Root() fs.InodeEmbedder { return v.root }
 
 // Requests returns how many requests of each FUSE opcode the mounted view
-// has answered, in a fixed order, leaving out the opcodes never seen; nil
+// has answered, sorted by opcode, leaving out the opcodes never seen; nil
 // if the view is not mounted by MountRemoteView.
 func (v *RemoteView) Requests() []RequestCount {
 	if v.requests == nil {
 		return nil
 	}
-	return v.requests.counts()
+	return v.requests.Snapshot()
 }
 
 // Server is the FUSE server of a mounted view.
