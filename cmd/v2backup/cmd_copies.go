@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"slices"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
-	"github.com/softxs/v2backup/catalog"
 	"github.com/softxs/v2backup/jobs/copies"
 	"github.com/softxs/v2backup/tiers"
 	"github.com/softxs/v2backup/tiers/inventory"
@@ -73,13 +71,12 @@ func runCopies(ctx context.Context, g *globalOptions, appName string, o copiesOp
 	case app.Server == server:
 		fo.HostDB = own
 	case pulls(inv, server, app):
-		path := inv.Partition(server).HostCatalog(app.Server)
-		host, err := catalog.OpenReadOnly(path)
+		host, path, err := openHostCatalog(inv, server, app.Server)
 		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			fmt.Fprintf(g.stderr, "v2backup: no catalog of %s at %s yet (shipped with each good pull): only this server's copies are listed\n", app.Server, path)
 		case err != nil:
 			return err
+		case host == nil:
+			fmt.Fprintf(g.stderr, "v2backup: no catalog of %s at %s yet (shipped with each good pull): only this server's copies are listed\n", app.Server, path)
 		default:
 			defer host.Close()
 			fo.HostDB = host

@@ -32,12 +32,11 @@ func reportSource(inv func() *inventory.Inventory, server tiers.Server, own *cat
 		if !ok {
 			return out, nil
 		}
-		part := in.Partition(server)
 		for _, host := range bs.Pulls {
 			if host == server {
 				continue // a machine that pulls itself: already reported
 			}
-			r, err := hostReport(ctx, in, host, part.HostCatalog(host), own)
+			r, err := hostReport(ctx, in, server, host, own)
 			if err != nil {
 				return nil, err
 			}
@@ -47,20 +46,32 @@ func reportSource(inv func() *inventory.Inventory, server tiers.Server, own *cat
 	}
 }
 
-// hostReport is the report of a pulled host, from its shipped catalog
-// at path. A host never pulled yet (no file) is reported with every
+// hostReport is the report of a pulled host, from the catalog it
+// shipped. A host never pulled yet (no file) is reported with every
 // application Never and the reason; an unreadable file is an error.
-func hostReport(ctx context.Context, inv *inventory.Inventory, host tiers.Server, path string, own *catalog.DB) (*report.Report, error) {
+func hostReport(ctx context.Context, inv *inventory.Inventory, server, host tiers.Server, own *catalog.DB) (*report.Report, error) {
 	o := report.Options{Inventory: inv, Server: host, Own: own}
-	db, err := catalog.OpenReadOnly(path)
+	db, path, err := openHostCatalog(inv, server, host)
 	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		o.Missing = fmt.Sprintf("no catalog of %s at %s yet: no good pull since v2backup ships catalogs", host, path)
 	case err != nil:
 		return nil, fmt.Errorf("report of %s: %w", host, err)
+	case db == nil:
+		o.Missing = fmt.Sprintf("no catalog of %s at %s yet: no good pull since v2backup ships catalogs", host, path)
 	default:
 		defer db.Close()
 		o.DB = db
 	}
 	return report.Build(ctx, o)
+}
+
+// openHostCatalog opens, read-only, the catalog host shipped to backup
+// server server with its last good pull, at path. A host not pulled since
+// v2backup ships catalogs has none: db and err are both nil.
+func openHostCatalog(inv *inventory.Inventory, server, host tiers.Server) (db *catalog.DB, path string, err error) {
+	path = inv.Partition(server).HostCatalog(host)
+	db, err = catalog.OpenReadOnly(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, path, nil
+	}
+	return db, path, err
 }
