@@ -109,16 +109,7 @@ type catalogFile struct {
 	t *tree
 }
 
-func (n *catalogFile) attr(a *fuse.Attr) {
-	a.Mode = syscall.S_IFREG | 0o444
-	a.Size = uint64(n.c.size)
-	a.Nlink = 1
-	a.Blocks = (a.Size + 511) / 512
-	sec, nsec := uint64(n.c.mtime.Unix()), uint32(n.c.mtime.Nanosecond())
-	a.Mtime, a.Mtimensec = sec, nsec
-	a.Ctime, a.Ctimensec = sec, nsec
-	a.Atime, a.Atimensec = sec, nsec
-}
+func (n *catalogFile) attr(a *fuse.Attr) { fileAttr(a, n.c.size, n.c.mtime) }
 
 func (n *catalogFile) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	defer n.t.enter()()

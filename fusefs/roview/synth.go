@@ -69,12 +69,16 @@ type genFile struct {
 	t     *tree // for activity accounting
 }
 
-func (n *genFile) attr(a *fuse.Attr) {
+func (n *genFile) attr(a *fuse.Attr) { fileAttr(a, int64(len(n.data)), n.mtime) }
+
+// fileAttr fills the attributes of a read-only regular file the view makes
+// up (generated or exported): mode 0444, one link, every time mtime.
+func fileAttr(a *fuse.Attr, size int64, mtime time.Time) {
 	a.Mode = syscall.S_IFREG | 0o444
-	a.Size = uint64(len(n.data))
+	a.Size = uint64(size)
 	a.Nlink = 1
 	a.Blocks = (a.Size + 511) / 512
-	sec, nsec := uint64(n.mtime.Unix()), uint32(n.mtime.Nanosecond())
+	sec, nsec := uint64(mtime.Unix()), uint32(mtime.Nanosecond())
 	a.Mtime, a.Mtimensec = sec, nsec
 	a.Ctime, a.Ctimensec = sec, nsec
 	a.Atime, a.Atimensec = sec, nsec
