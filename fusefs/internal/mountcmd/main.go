@@ -170,9 +170,10 @@ func main() {
 		}
 		defer f.Close()
 	}
-	fmt.Printf("ready passthrough=%v\n", m.Passthrough())
 	if *stats {
 		// SIGUSR1 prints the counters so far (a benchmark marks phases).
+		// Caught before "ready": a SIGUSR1 sent right after it must not
+		// meet the default action, which kills the process.
 		usr := make(chan os.Signal, 1)
 		signal.Notify(usr, syscall.SIGUSR1)
 		go func() {
@@ -181,6 +182,7 @@ func main() {
 			}
 		}()
 	}
+	fmt.Printf("ready passthrough=%v\n", m.Passthrough())
 	s := <-sigs
 	lg.Info("mountcmd: unmounting", "signal", s.String())
 	if *cpuprofile != "" {
