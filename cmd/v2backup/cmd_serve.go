@@ -21,6 +21,7 @@ import (
 
 	"github.com/softxs/v2backup/catalog"
 	"github.com/softxs/v2backup/fusefs"
+	"github.com/softxs/v2backup/fusefs/memlimit"
 	"github.com/softxs/v2backup/fusefs/roview"
 	"github.com/softxs/v2backup/fusefs/vhost"
 	"github.com/softxs/v2backup/jobs/nightly"
@@ -109,6 +110,8 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		}
 		return usagef("server %s is not declared in %s (use --server)", server, inv.File)
 	}
+	// The mounts' inode tables are most of the heap; hold it near them.
+	memlimit.Keep(ctx, memlimit.Default, memlimit.Interval, g.log)
 	d := &daemon{g: g, o: o, server: server, part: inv.Partition(server), mounts: map[tiers.VM]*vmMount{},
 		sockets: map[tiers.VM]*vmSocket{}, ctx: ctx}
 	if err := os.MkdirAll(d.part.LocalRoot(), 0o755); err != nil {

@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/softxs/v2backup/catalog"
 	"github.com/softxs/v2backup/fusefs"
+	"github.com/softxs/v2backup/fusefs/memlimit"
 )
 
 type appFlags []fusefs.App
@@ -84,6 +86,7 @@ func main() {
 	events := flag.String("events", "", "append Recorder events to this file")
 	verbose := flag.Bool("v", false, "log at debug level")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the daemon to this file")
+	memprofile := flag.String("memprofile", "", "write a heap profile to this file on SIGTERM, before unmounting")
 	catalogPath := flag.String("catalog", "", "record written files (hashed) in this catalog database")
 	stats := flag.Bool("stats", false, "print per-opcode request counts and handler time on stderr at exit")
 	flag.Var(&apps, "app", "application as name=relpath (repeatable)")
@@ -97,6 +100,8 @@ func main() {
 		level = slog.LevelDebug
 	}
 	lg := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// As serve does: the benchmark reads this process's resident memory.
+	memlimit.Keep(context.Background(), memlimit.Default, memlimit.Interval, lg)
 	cfg := fusefs.Config{VM: *vm, LocalRoot: *localRoot, Apps: apps, Logger: lg, Debug: *debug,
 		CacheTTL: *ttl, NoPassthrough: *noPT, Stats: *stats}
 	if *events != "" && *catalogPath != "" {
@@ -188,6 +193,11 @@ func main() {
 	if *cpuprofile != "" {
 		pprof.StopCPUProfile()
 	}
+	if *memprofile != "" {
+		if err := writeHeapProfile(*memprofile); err != nil {
+			fmt.Fprintln(os.Stderr, "mountcmd: memprofile:", err)
+		}
+	}
 	start := time.Now()
 	status := 0
 	if err := m.Unmount(); err != nil {
@@ -207,6 +217,20 @@ func main() {
 	}
 	lg.Info("mountcmd: done", "took", time.Since(start))
 	os.Exit(status)
+}
+
+// writeHeapProfile writes the live heap (after a collection) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // printStats writes the mount's request counters on stderr, then "stats end".
