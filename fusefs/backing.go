@@ -44,6 +44,9 @@ type filesystem struct {
 	dirFds    atomic.Int64
 	maxDirFds int64
 
+	// prune keeps the kernel's file inodes under a cap (nil: no cap).
+	prune *pruner
+
 	closeOnce sync.Once
 }
 

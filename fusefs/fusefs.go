@@ -75,6 +75,11 @@ type Config struct {
 	// Stats counts the requests the kernel sends, per opcode, and the
 	// time their handlers take (Mount.Stats); off by default.
 	Stats bool
+	// MaxFileInodes caps the files (not directories) the kernel, and so
+	// the daemon, remembers for this mount; past it the least recently
+	// used are forgotten (FUSE_NOTIFY_PRUNE, Linux 6.18). 0 means
+	// DefaultMaxFileInodes, negative no cap.
+	MaxFileInodes int
 }
 
 // Mount is a mounted VM filesystem.
@@ -128,6 +133,7 @@ func MountVM(mountpoint string, cfg Config) (*Mount, error) {
 		Logger:          log.New(slogWriter{lg, slog.LevelWarn}, "", 0),
 		RootStableAttr:  &fs.StableAttr{Ino: 1},
 	}
+	fsys.prune = newPruner(cfg.MaxFileInodes, fsys.root.NotifyPrune, lg.With("vm", cfg.VM))
 	// fs.Mount, with room for the counting wrapper.
 	var raw fuse.RawFileSystem = fs.NewNodeFS(fsys.root, opts)
 	var stats *opstats.FS
@@ -147,6 +153,7 @@ func MountVM(mountpoint string, cfg Config) (*Mount, error) {
 		return nil, fmt.Errorf("fusefs: mount VM %q at %s: %w", cfg.VM, mountpoint, err)
 	}
 	m := &Mount{mountpoint: mountpoint, fsys: fsys, server: server, stats: stats}
+	fsys.prune.start()
 	fsys.passthrough.Store(!cfg.NoPassthrough && probePassthrough(server, fsys.rootFd))
 	lg.Info("fusefs: mounted", "vm", cfg.VM, "mountpoint", mountpoint,
 		"backing", fsys.backing, "apps", len(cfg.Apps), "passthrough", fsys.passthrough.Load())
@@ -181,6 +188,16 @@ func probePassthrough(server *fuse.Server, dirfd int) bool {
 // daemon.
 func (m *Mount) Passthrough() bool { return m.fsys.passthrough.Load() }
 
+// FileInodes reports how many files (not directories) the kernel may
+// still remember through this mount, and how many it has been asked to
+// forget so far to stay under Config.MaxFileInodes; 0, 0 without a cap.
+func (m *Mount) FileInodes() (live, pruned int64) {
+	if p := m.fsys.prune; p != nil {
+		return p.live.Load(), p.pruned.Load()
+	}
+	return 0, 0
+}
+
 // Mountpoint returns where the filesystem is mounted.
 func (m *Mount) Mountpoint() string { return m.mountpoint }
 
@@ -204,6 +221,7 @@ func (m *Mount) Unmount() error {
 	if m.unmounted {
 		return nil
 	}
+	m.fsys.prune.close()
 	var st unix.Stat_t
 	statErr := unix.Stat(m.mountpoint, &st)
 	// Only a FUSE filesystem at the mount point has a connection of ours

@@ -1,6 +1,7 @@
 package fusefs
 
 import (
+	"container/list"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -40,6 +41,11 @@ type node struct {
 	// file; answering from memory saves the backing lookups.
 	noCaps bool
 	dref   *dirRef // cached descriptor of this directory, or nil
+
+	// The pruner's bookkeeping, guarded by its mutex: pcounted while
+	// counted in its live nodes, pelem while in its line.
+	pcounted bool
+	pelem    *list.Element
 }
 
 type fileKey struct{ ino, gen uint64 }
@@ -50,7 +56,12 @@ func keyOf(st *unix.Statx_t) fileKey {
 
 func newChild(ctx context.Context, parent *fs.Inode, fsys *filesystem, app string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
 	attrFromStatx(st, &out.Attr)
-	return parent.NewInode(ctx, &node{fsys: fsys, app: app}, fsys.idFromStat(st))
+	in := parent.NewInode(ctx, &node{fsys: fsys, app: app}, fsys.idFromStat(st))
+	// NewInode returns the existing node when the kernel already has one.
+	if n, ok := in.Operations().(*node); ok {
+		fsys.prune.track(n)
+	}
+	return in
 }
 
 // attr reports st under n's own inode number, which stays the same when a
@@ -145,6 +156,7 @@ func (n *node) unref(r *dirRef) {
 // OnForget drops the cached directory descriptor. go-fuse may call it
 // spuriously; the next operation then opens the directory again.
 func (n *node) OnForget() {
+	n.fsys.prune.forget(n)
 	n.mu.Lock()
 	r := n.dref
 	n.dref = nil

@@ -88,6 +88,7 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the daemon to this file")
 	memprofile := flag.String("memprofile", "", "write a heap profile to this file on SIGTERM, before unmounting")
 	catalogPath := flag.String("catalog", "", "record written files (hashed) in this catalog database")
+	maxInodes := flag.Int("max-file-inodes", 0, "file inodes the kernel may remember (0: fusefs default, -1: no cap)")
 	stats := flag.Bool("stats", false, "print per-opcode request counts and handler time on stderr at exit")
 	flag.Var(&apps, "app", "application as name=relpath (repeatable)")
 	flag.Parse()
@@ -103,7 +104,7 @@ func main() {
 	// As serve does: the benchmark reads this process's resident memory.
 	memlimit.Keep(context.Background(), memlimit.Default, memlimit.Interval, lg)
 	cfg := fusefs.Config{VM: *vm, LocalRoot: *localRoot, Apps: apps, Logger: lg, Debug: *debug,
-		CacheTTL: *ttl, NoPassthrough: *noPT, Stats: *stats}
+		CacheTTL: *ttl, NoPassthrough: *noPT, Stats: *stats, MaxFileInodes: *maxInodes}
 	if *events != "" && *catalogPath != "" {
 		fmt.Fprintln(os.Stderr, "mountcmd: -events and -catalog are exclusive (one Recorder per mount)")
 		os.Exit(1)
@@ -243,6 +244,8 @@ func printStats(m *fusefs.Mount) {
 	for _, o := range st {
 		fmt.Fprintf(&b, "stats %s %d %.6f\n", o.Op, o.Count, o.Time.Seconds())
 	}
+	live, pruned := m.FileInodes()
+	fmt.Fprintf(&b, "inodes live %d pruned %d\n", live, pruned)
 	b.WriteString("stats end\n")
 	os.Stderr.WriteString(b.String())
 }
