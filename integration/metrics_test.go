@@ -140,6 +140,13 @@ func TestMetricsThroughDaemon(t *testing.T) {
 	if n := s[`v2backup_fuse_requests_total{op="WRITE",vm="web"}`] + s[`v2backup_fuse_requests_total{op="CREATE",vm="web"}`]; n < 10 {
 		t.Errorf("%v CREATE+WRITE requests after copying a tree", n)
 	}
+	// The copied files are inodes the kernel remembers, far under the cap.
+	if n, ok := s[`v2backup_fuse_file_inodes{vm="web"}`]; !ok || n < 10 || n > 65536 {
+		t.Errorf("file inodes of vm web after copying a tree: %v (present %v)", n, ok)
+	}
+	if n, ok := s[`v2backup_fuse_pruned_inodes_total{vm="web"}`]; !ok || n != 0 {
+		t.Errorf("pruned inodes of vm web: %v (present %v), want 0", n, ok)
+	}
 
 	// SIGHUP mounts a new VM: its requests show up in the next scrape.
 	inv, err := os.ReadFile(e.inventory)

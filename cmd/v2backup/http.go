@@ -139,6 +139,18 @@ func (l *daemonLive) FUSEOps() []metrics.OpCount {
 	return out
 }
 
+// FileInodes lists every mounted VM's file inodes, VMs sorted.
+func (l *daemonLive) FileInodes() []metrics.InodeCount {
+	var out []metrics.InodeCount
+	if p := l.mounts.Load(); p != nil {
+		for _, v := range *p {
+			live, pruned := v.m.FileInodes()
+			out = append(out, metrics.InodeCount{VM: string(v.vm), Live: live, Pruned: pruned})
+		}
+	}
+	return out
+}
+
 // publishMounts gives the live counters the current mounts.
 func (d *daemon) publishMounts() {
 	if d.live == nil {

@@ -33,6 +33,14 @@ type OpCount struct {
 	Seconds  float64 // total time in the handlers
 }
 
+// InodeCount is how many file inodes one VM mount has the kernel
+// remember, and how many it asked the kernel to forget (fusefs.Mount.FileInodes).
+type InodeCount struct {
+	VM     string
+	Live   int64
+	Pruned int64
+}
+
 // Live is what only the running daemon knows: its catalog queue and its
 // FUSE mounts. Implementations must be safe for concurrent use.
 type Live interface {
@@ -42,6 +50,8 @@ type Live interface {
 	Dropped() uint64
 	// FUSEOps lists the request counters of every mounted VM.
 	FUSEOps() []OpCount
+	// FileInodes lists every mounted VM's file inodes.
+	FileInodes() []InodeCount
 }
 
 // DefaultTimeout bounds the catalog reads of one scrape.
@@ -52,6 +62,7 @@ var (
 	hostLabels  = []string{"server"}
 	driveLabels = []string{"drive", "uuid"}
 	fuseLabels  = []string{"vm", "op"}
+	vmLabels    = []string{"vm"}
 )
 
 func desc(name, help string, labels []string, extra ...string) *prometheus.Desc {
@@ -104,7 +115,12 @@ var reportDescs = []*prometheus.Desc{scrapeError,
 	pullTime, pullOK, pullResult, pullSuccess, pullFiles, pullBytes, pullDuration,
 	driveSeen, driveCopy, driveCopyAge, driveVerified}
 
-var liveDescs = []*prometheus.Desc{queueDepth, dropped, fuseRequests, fuseErrors, fuseSeconds}
+var (
+	fuseInodes = desc("fuse_file_inodes", "File inodes the kernel remembers through the VM mount (the daemon keeps one for each; capped per mount).", vmLabels)
+	fusePruned = desc("fuse_pruned_inodes_total", "File inodes the VM mount asked the kernel to forget to stay under its cap.", vmLabels)
+)
+
+var liveDescs = []*prometheus.Desc{queueDepth, dropped, fuseRequests, fuseErrors, fuseSeconds, fuseInodes, fusePruned}
 
 // Collector is a prometheus.Collector that builds the reports of Source on
 // every collection and exports them, plus Live's counters when Live is set.
@@ -297,5 +313,9 @@ func collectLive(ch chan<- prometheus.Metric, live Live) {
 		ch <- counter(fuseRequests, float64(o.Requests), o.VM, o.Op)
 		ch <- counter(fuseErrors, float64(o.Errors), o.VM, o.Op)
 		ch <- counter(fuseSeconds, o.Seconds, o.VM, o.Op)
+	}
+	for _, c := range live.FileInodes() {
+		ch <- gauge(fuseInodes, float64(c.Live), c.VM)
+		ch <- counter(fusePruned, float64(c.Pruned), c.VM)
 	}
 }

@@ -189,6 +189,9 @@ type liveStub struct{}
 
 func (liveStub) QueueDepth() int { return 7 }
 func (liveStub) Dropped() uint64 { return 2 }
+func (liveStub) FileInodes() []InodeCount {
+	return []InodeCount{{VM: "web", Live: 65000, Pruned: 12}}
+}
 func (liveStub) FUSEOps() []OpCount {
 	return []OpCount{{VM: "web", Op: "LOOKUP", Requests: 40, Seconds: 0.5}, {VM: "web", Op: "RMDIR", Requests: 3, Errors: 1, Seconds: 0.01}}
 }
@@ -363,6 +366,8 @@ func TestCollector(t *testing.T) {
 		{"v2backup_fuse_requests_total", map[string]string{"vm": "web", "op": "LOOKUP"}, 40},
 		{"v2backup_fuse_errors_total", map[string]string{"vm": "web", "op": "RMDIR"}, 1},
 		{"v2backup_fuse_request_seconds_total", map[string]string{"vm": "web", "op": "LOOKUP"}, 0.5},
+		{"v2backup_fuse_file_inodes", map[string]string{"vm": "web"}, 65000},
+		{"v2backup_fuse_pruned_inodes_total", map[string]string{"vm": "web"}, 12},
 	} {
 		if got, ok := value(t, parsed, c.name, c.labels); !ok || got != c.want {
 			t.Errorf("%s%v = %v (present %v), want %v", c.name, c.labels, got, ok, c.want)
