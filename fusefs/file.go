@@ -95,9 +95,19 @@ func (f *file) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, sy
 	return uint64(n), 0
 }
 
-// Allocate preallocates space (fallocate).
+// Allocate preallocates space (fallocate). Like a write, it clears the
+// set-ID bits when an unprivileged process does it (killpriv.go).
 func (f *file) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	err := unix.Fallocate(f.fd, mode, int64(off), int64(size))
+	var st unix.Statx_t
+	err := statFd(f.fd, &st)
+	if err == nil && dropsPriv(ctx, uint32(st.Mode)) {
+		if err = dropPriv(f.fd, &st.Mode); err == nil {
+			f.node.staleAttr()
+		}
+	}
+	if err == nil {
+		err = unix.Fallocate(f.fd, mode, int64(off), int64(size))
+	}
 	return f.node.fsys.toErrno("fallocate", f.node.vpath(), err)
 }
 

@@ -119,8 +119,11 @@ func MountVM(mountpoint string, cfg Config) (*Mount, error) {
 			MaxReadAhead: 1 << 20,
 			// Symlinks are never changed in place (only replaced).
 			EnableSymlinkCaching: true,
-			Debug:                cfg.Debug,
-			Logger:               log.New(slogWriter{lg, traceLevel}, "", 0),
+			// No security.capability round trip before every write;
+			// the daemon clears set-ID bits itself (killpriv.go).
+			ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+			Debug:             cfg.Debug,
+			Logger:            log.New(slogWriter{lg, traceLevel}, "", 0),
 			PanicHandler: func(v any) fuse.Status {
 				lg.Error("fusefs: panic in request handler", "vm", cfg.VM, "panic", fmt.Sprint(v))
 				return fuse.EIO

@@ -346,6 +346,17 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 			return n.fsys.toErrno("truncate", vpath, err)
 		}
 	}
+	// A truncate by an unprivileged caller (FUSE_HANDLE_KILLPRIV_V2).
+	if in.Valid&fuse.FATTR_KILL_SUIDGID != 0 {
+		if err := statAt(dirfd, name, &st); err != nil {
+			return n.fsys.toErrno("setattr", vpath, err)
+		}
+		if bits := privBits(uint32(st.Mode)); bits != 0 {
+			if err := unix.Fchmodat(dirfd, name, uint32(st.Mode)&0o7777&^bits, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return n.fsys.toErrno("chmod", vpath, err)
+			}
+		}
+	}
 	if in.Valid&(fuse.FATTR_ATIME|fuse.FATTR_MTIME) != 0 {
 		ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
 		if in.Valid&fuse.FATTR_ATIME != 0 {
@@ -470,6 +481,11 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		stale = true
 	}
+	if isWrite(flags) && dropsPriv(ctx, uint32(st.Mode)) {
+		if err := dropPriv(fd, &st.Mode); err != nil {
+			return fail("create/killpriv", err)
+		}
+	}
 	if stale {
 		if err := statFd(fd, &st); err != nil {
 			return fail("create/stat", err)
@@ -528,6 +544,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			return nil, 0, n.fsys.toErrno("open/stat", vpath, err)
 		}
 		if !wr || !route.NeedsPrivateCopy(uint32(st.Mode), uint64(st.Nlink)) {
+			if wr && dropsPriv(ctx, uint32(st.Mode)) {
+				if err := dropPriv(fd, &st.Mode); err != nil {
+					unix.Close(fd)
+					return nil, 0, n.fsys.toErrno("open/killpriv", vpath, err)
+				}
+				n.staleAttr()
+			}
 			if trunc {
 				if err := unix.Ftruncate(fd, 0); err != nil {
 					unix.Close(fd)
