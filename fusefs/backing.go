@@ -13,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/softxs/v2backup/fusefs/internal/prune"
 	"github.com/softxs/v2backup/fusefs/route"
 )
 
@@ -45,7 +46,7 @@ type filesystem struct {
 	maxDirFds int64
 
 	// prune keeps the kernel's file inodes under a cap (nil: no cap).
-	prune *pruner
+	prune *prune.Pruner
 
 	closeOnce sync.Once
 }

@@ -122,7 +122,7 @@ func (f *file) Release(ctx context.Context) syscall.Errno {
 	f.closed = true
 	f.mu.Unlock()
 	err := unix.Close(f.fd)
-	f.node.fsys.prune.touch(f.node)
+	f.node.fsys.prune.Touch(f.node)
 	if f.write {
 		vpath := f.node.vpath()
 		if f.node.fsys.live(f.node.app, vpath) {

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/softxs/v2backup/fusefs/internal/opstats"
+	"github.com/softxs/v2backup/fusefs/internal/prune"
 	"github.com/softxs/v2backup/fusefs/route"
 )
 
@@ -49,6 +50,11 @@ type Recorder interface {
 	// Renamed: a file or directory (the whole prefix) moved within app.
 	Renamed(app, from, to string)
 }
+
+// DefaultMaxFileInodes is how many files (anything but a directory) a
+// mount lets the kernel remember before it asks the kernel to forget the
+// least recently used (Config.MaxFileInodes; see fusefs/internal/prune).
+const DefaultMaxFileInodes = prune.DefaultMax
 
 // DefaultCacheTTL is how long the kernel may cache entries, attributes and
 // negative lookups. The daemon is the only writer of its backing tree and
@@ -136,7 +142,7 @@ func MountVM(mountpoint string, cfg Config) (*Mount, error) {
 		Logger:          log.New(slogWriter{lg, slog.LevelWarn}, "", 0),
 		RootStableAttr:  &fs.StableAttr{Ino: 1},
 	}
-	fsys.prune = newPruner(cfg.MaxFileInodes, fsys.root.NotifyPrune, lg.With("vm", cfg.VM))
+	fsys.prune = prune.New(cfg.MaxFileInodes, fsys.root.NotifyPrune, lg.With("vm", cfg.VM))
 	// fs.Mount, with room for the counting wrapper.
 	var raw fuse.RawFileSystem = fs.NewNodeFS(fsys.root, opts)
 	var stats *opstats.FS
@@ -156,7 +162,7 @@ func MountVM(mountpoint string, cfg Config) (*Mount, error) {
 		return nil, fmt.Errorf("fusefs: mount VM %q at %s: %w", cfg.VM, mountpoint, err)
 	}
 	m := &Mount{mountpoint: mountpoint, fsys: fsys, server: server, stats: stats}
-	fsys.prune.start()
+	fsys.prune.Start()
 	fsys.passthrough.Store(!cfg.NoPassthrough && probePassthrough(server, fsys.rootFd))
 	lg.Info("fusefs: mounted", "vm", cfg.VM, "mountpoint", mountpoint,
 		"backing", fsys.backing, "apps", len(cfg.Apps), "passthrough", fsys.passthrough.Load())
@@ -195,10 +201,7 @@ func (m *Mount) Passthrough() bool { return m.fsys.passthrough.Load() }
 // still remember through this mount, and how many it has been asked to
 // forget so far to stay under Config.MaxFileInodes; 0, 0 without a cap.
 func (m *Mount) FileInodes() (live, pruned int64) {
-	if p := m.fsys.prune; p != nil {
-		return p.live.Load(), p.pruned.Load()
-	}
-	return 0, 0
+	return m.fsys.prune.Live(), m.fsys.prune.Pruned()
 }
 
 // Mountpoint returns where the filesystem is mounted.
@@ -224,7 +227,7 @@ func (m *Mount) Unmount() error {
 	if m.unmounted {
 		return nil
 	}
-	m.fsys.prune.close()
+	m.fsys.prune.Close()
 	var st unix.Stat_t
 	statErr := unix.Stat(m.mountpoint, &st)
 	// Only a FUSE filesystem at the mount point has a connection of ours

@@ -1,7 +1,6 @@
 package fusefs
 
 import (
-	"container/list"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/softxs/v2backup/fusefs/internal/prune"
 	"github.com/softxs/v2backup/fusefs/route"
 )
 
@@ -42,11 +42,11 @@ type node struct {
 	noCaps bool
 	dref   *dirRef // cached descriptor of this directory, or nil
 
-	// The pruner's bookkeeping, guarded by its mutex: pcounted while
-	// counted in its live nodes, pelem while in its line.
-	pcounted bool
-	pelem    *list.Element
+	pe prune.Entry // the mount's pruner's bookkeeping
 }
+
+// PruneEntry is for the mount's prune.Pruner.
+func (n *node) PruneEntry() *prune.Entry { return &n.pe }
 
 type fileKey struct{ ino, gen uint64 }
 
@@ -59,7 +59,7 @@ func newChild(ctx context.Context, parent *fs.Inode, fsys *filesystem, app strin
 	in := parent.NewInode(ctx, &node{fsys: fsys, app: app}, fsys.idFromStat(st))
 	// NewInode returns the existing node when the kernel already has one.
 	if n, ok := in.Operations().(*node); ok {
-		fsys.prune.track(n)
+		fsys.prune.Track(n)
 	}
 	return in
 }
@@ -156,7 +156,7 @@ func (n *node) unref(r *dirRef) {
 // OnForget drops the cached directory descriptor. go-fuse may call it
 // spuriously; the next operation then opens the directory again.
 func (n *node) OnForget() {
-	n.fsys.prune.forget(n)
+	n.fsys.prune.Forget(n)
 	n.mu.Lock()
 	r := n.dref
 	n.dref = nil

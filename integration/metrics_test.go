@@ -118,8 +118,12 @@ func TestMetricsThroughDaemon(t *testing.T) {
 	}
 	// The remote view's requests are counted under vm="remote-view".
 	sh(t, e.root, "ls -la view/ >/dev/null")
-	if n := scrape(t, addr)[`v2backup_fuse_requests_total{op="OPENDIR",vm="remote-view"}`]; n < 1 {
+	vs := scrape(t, addr)
+	if n := vs[`v2backup_fuse_requests_total{op="OPENDIR",vm="remote-view"}`]; n < 1 {
 		t.Errorf("OPENDIR requests of the remote view: %v, want at least 1", n)
+	}
+	if _, ok := vs[`v2backup_fuse_file_inodes{vm="remote-view"}`]; !ok {
+		t.Error("/metrics lacks the remote view's file inodes")
 	}
 	// The intern VM got no write: it is there, with no CREATE.
 	if n := s[`v2backup_fuse_requests_total{op="CREATE",vm="intern"}`]; n != 0 {

@@ -139,7 +139,8 @@ func (l *daemonLive) FUSEOps() []metrics.OpCount {
 	return out
 }
 
-// FileInodes lists every mounted VM's file inodes, VMs sorted.
+// FileInodes lists every mounted VM's file inodes, VMs sorted, then the
+// remote view's (vm label "remote-view").
 func (l *daemonLive) FileInodes() []metrics.InodeCount {
 	var out []metrics.InodeCount
 	if p := l.mounts.Load(); p != nil {
@@ -147,6 +148,10 @@ func (l *daemonLive) FileInodes() []metrics.InodeCount {
 			live, pruned := v.m.FileInodes()
 			out = append(out, metrics.InodeCount{VM: string(v.vm), Live: live, Pruned: pruned})
 		}
+	}
+	if l.view != nil {
+		live, pruned := l.view.FileInodes()
+		out = append(out, metrics.InodeCount{VM: remoteViewLabel, Live: live, Pruned: pruned})
 	}
 	return out
 }

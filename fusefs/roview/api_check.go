@@ -10,6 +10,7 @@ var (
 	_ fs.NodeAccesser       = (*roNode)(nil)
 	_ fs.NodeOpener         = (*roNode)(nil)
 	_ fs.NodeOpendirHandler = (*roNode)(nil)
+	_ fs.NodeOnForgetter    = (*roNode)(nil)
 	_ fs.NodeReadlinker     = (*roNode)(nil)
 	_ fs.NodeGetxattrer     = (*roNode)(nil)
 	_ fs.NodeListxattrer    = (*roNode)(nil)

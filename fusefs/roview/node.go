@@ -12,6 +12,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/softxs/v2backup/fusefs/internal/prune"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,10 +39,11 @@ type activity interface {
 
 // tree is one snapshot's backing tree as seen through a view.
 type tree struct {
-	root *snapRoot
-	salt uint64
-	act  activity // nil: nobody is watching
-	log  *slog.Logger
+	root  *snapRoot
+	salt  uint64
+	act   activity // nil: nobody is watching
+	log   *slog.Logger
+	prune *prune.Pruner // nil: no cap on the files the kernel remembers
 }
 
 func newTree(root *snapRoot, snapshot string, act activity, log *slog.Logger) *tree {
@@ -77,8 +79,12 @@ func (t *tree) newChild(ctx context.Context, parent *fs.Inode, rel string, st *s
 	out.Attr.FromStat(st)
 	out.SetEntryTimeout(entryTimeout)
 	out.SetAttrTimeout(immutableTimeout)
-	node := &roNode{t: t, rel: rel}
-	return parent.NewInode(ctx, node, fs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: backingIno(st, t.salt)})
+	in := parent.NewInode(ctx, &roNode{t: t, rel: rel}, fs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: backingIno(st, t.salt)})
+	// NewInode returns the existing node when the kernel already has one.
+	if n, ok := in.Operations().(*roNode); ok {
+		t.prune.Track(n)
+	}
+	return in
 }
 
 // validName rejects what the kernel never sends in a lookup; a belt to the
@@ -94,7 +100,14 @@ type roNode struct {
 	readOnly
 	t   *tree
 	rel string // relative to the snapshot directory: NAME/vm/relpath/...
+	pe  prune.Entry
 }
+
+// PruneEntry is for the view's prune.Pruner.
+func (n *roNode) PruneEntry() *prune.Entry { return &n.pe }
+
+// OnForget uncounts a file the kernel forgot.
+func (n *roNode) OnForget() { n.t.prune.Forget(n) }
 
 func (n *roNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	defer n.t.enter()()
@@ -143,7 +156,7 @@ func (n *roNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32,
 	// it sets up kernel passthrough, which bypasses the page cache of this
 	// mount and reads the backing file's own. NOFLUSH: nothing to flush on
 	// a read-only file, and a FLUSH is a round trip on every close(2).
-	return &roFile{fd: fd, t: n.t, rel: n.rel}, fileOpenFlags, 0
+	return &roFile{fd: fd, t: n.t, rel: n.rel, node: n}, fileOpenFlags, 0
 }
 
 func (n *roNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -246,9 +259,10 @@ func statfs(r *snapRoot, log *slog.Logger, out *fuse.StatfsOut) syscall.Errno {
 // roFile is an open backing file. The kernel reads it directly when FUSE
 // passthrough is available; otherwise Read splices from it.
 type roFile struct {
-	fd  int
-	t   *tree
-	rel string
+	fd   int
+	t    *tree
+	rel  string
+	node *roNode
 
 	mu     sync.Mutex
 	closed bool
@@ -291,6 +305,7 @@ func (f *roFile) Release(ctx context.Context) syscall.Errno {
 	}
 	f.closed = true
 	unix.Close(f.fd)
+	f.t.prune.Touch(f.node)
 	f.t.released()
 	return 0
 }

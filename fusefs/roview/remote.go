@@ -14,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/softxs/v2backup/fusefs/internal/opstats"
+	"github.com/softxs/v2backup/fusefs/internal/prune"
 	"github.com/softxs/v2backup/tiers"
 )
 
@@ -60,6 +61,11 @@ type RemoteOptions struct {
 	// ShippedDir, if set, holds the host's catalog exports, one
 	// {snapshot}.db per snapshot, served as CATALOG.db (see CatalogName).
 	ShippedDir string
+	// MaxFileInodes caps the files the kernel, and so the view, remembers
+	// once mounted: a pull walks the whole snapshot, and past the cap the
+	// least recently used are forgotten (FUSE_NOTIFY_PRUNE, Linux 6.18).
+	// 0 means 65,536, negative no cap.
+	MaxFileInodes int
 }
 
 // pinned is the snapshot the view shows, with its generated files.
@@ -86,7 +92,8 @@ type RemoteView struct {
 	server *fuse.Server
 	// requests counts what the kernel asks of a mounted view
 	requests *opstats.FS
-	idle     *tree // accounting for requests made while no snapshot is shown
+	prune    *prune.Pruner // started once mounted
+	idle     *tree         // accounting for requests made while no snapshot is shown
 
 	mu       sync.Mutex
 	cur      *pinned
@@ -151,6 +158,7 @@ func NewRemoteView(opts RemoteOptions) (*RemoteView, error) {
 	}
 	v.idle = &tree{root: v.snaps, act: v, log: log}
 	v.root = &remoteRoot{v: v}
+	v.prune = prune.New(opts.MaxFileInodes, v.root.NotifyPrune, log.With("view", "remote"))
 	v.last = opts.Now()
 	// The first snapshot needs no idle wait: nobody can be pulling yet.
 	if _, err := v.Refresh(); err != nil {
@@ -179,6 +187,7 @@ func MountRemoteView(mountpoint string, opts RemoteOptions) (*RemoteView, error)
 		return nil, fmt.Errorf("mount remote view of %s at %s: %w", opts.SnapDir, mountpoint, err)
 	}
 	v.server = srv
+	v.prune.Start()
 	if v.opts.Poll > 0 {
 		go v.poll()
 	} else {
@@ -201,6 +210,13 @@ func (v *RemoteView) Requests() []RequestCount {
 	return v.requests.Snapshot()
 }
 
+// FileInodes reports how many files the kernel may still remember
+// through the mounted view, and how many it was asked to forget to stay
+// under RemoteOptions.MaxFileInodes.
+func (v *RemoteView) FileInodes() (live, pruned int64) {
+	return v.prune.Live(), v.prune.Pruned()
+}
+
 // Server is the FUSE server of a mounted view.
 func (v *RemoteView) Server() *fuse.Server { return v.server }
 
@@ -208,6 +224,7 @@ func (v *RemoteView) Server() *fuse.Server { return v.server }
 func (v *RemoteView) Unmount() error {
 	v.stopOnce.Do(func() { close(v.stop) })
 	<-v.done
+	v.prune.Close()
 	var err error
 	if v.server != nil {
 		err = v.server.Unmount()
@@ -350,9 +367,11 @@ func (v *RemoteView) prepare(name string) (*pinned, error) {
 	if err != nil {
 		return nil, err
 	}
+	t := newTree(v.snaps, name, v, v.log)
+	t.prune = v.prune
 	return &pinned{
 		name:    name,
-		tree:    newTree(v.snaps, name, v, v.log),
+		tree:    t,
 		sums:    sums,
 		desc:    withCatalog(describe(v.opts.Server, name, at, ents), cat),
 		mtime:   at,
