@@ -21,14 +21,16 @@ import (
 // the kernel would (at the first write).
 
 // dropsPriv reports whether a write by ctx's caller must clear privilege
-// bits of a file with mode: the caller is not root (the kernel's test is
-// CAP_FSETID, which the daemon cannot see) and the file is set-user-ID, or
-// set-group-ID and group-executable (without it the bit marks mandatory
-// locking, which a write keeps).
+// bits of a file with mode: the file is set-user-ID, or set-group-ID and
+// group-executable (without it the bit marks mandatory locking, which a
+// write keeps), and the caller is unprivileged.
 func dropsPriv(ctx context.Context, mode uint32) bool {
-	if privBits(mode) == 0 {
-		return false
-	}
+	return privBits(mode) != 0 && unprivileged(ctx)
+}
+
+// unprivileged reports whether ctx's caller is not root (the kernel's test
+// is CAP_FSETID, which the daemon cannot see).
+func unprivileged(ctx context.Context) bool {
 	caller, ok := fuse.FromContext(ctx)
 	return ok && caller.Uid != 0
 }
@@ -42,14 +44,17 @@ func privBits(mode uint32) uint32 {
 	return bits
 }
 
+// withoutPriv is the permission bits of mode with privBits cleared.
+func withoutPriv(mode uint32) uint32 { return mode & 0o7777 &^ privBits(mode) }
+
 // dropPriv clears privBits of the open file fd whose mode is *mode, and
 // updates *mode.
 func dropPriv(fd int, mode *uint16) error {
 	m := uint32(*mode)
-	if err := unix.Fchmod(fd, (m&0o7777)&^privBits(m)); err != nil {
+	if err := unix.Fchmod(fd, withoutPriv(m)); err != nil {
 		return err
 	}
-	*mode = uint16(m &^ privBits(m))
+	*mode = uint16(m&unix.S_IFMT | withoutPriv(m))
 	return nil
 }
 

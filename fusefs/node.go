@@ -351,8 +351,8 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		if err := statAt(dirfd, name, &st); err != nil {
 			return n.fsys.toErrno("setattr", vpath, err)
 		}
-		if bits := privBits(uint32(st.Mode)); bits != 0 {
-			if err := unix.Fchmodat(dirfd, name, uint32(st.Mode)&0o7777&^bits, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if privBits(uint32(st.Mode)) != 0 {
+			if err := unix.Fchmodat(dirfd, name, withoutPriv(uint32(st.Mode)), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 				return n.fsys.toErrno("chmod", vpath, err)
 			}
 		}
