@@ -46,8 +46,8 @@ type tree struct {
 	prune *prune.Pruner // nil: no cap on the files the kernel remembers
 }
 
-func newTree(root *snapRoot, snapshot string, act activity, log *slog.Logger) *tree {
-	return &tree{root: root, salt: snapshotSalt(snapshot), act: act, log: log}
+func newTree(root *snapRoot, snapshot string, act activity, pr *prune.Pruner, log *slog.Logger) *tree {
+	return &tree{root: root, salt: snapshotSalt(snapshot), act: act, prune: pr, log: log}
 }
 
 func (t *tree) enter() func() {

@@ -367,11 +367,9 @@ func (v *RemoteView) prepare(name string) (*pinned, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := newTree(v.snaps, name, v, v.log)
-	t.prune = v.prune
 	return &pinned{
 		name:    name,
-		tree:    t,
+		tree:    newTree(v.snaps, name, v, v.prune, v.log),
 		sums:    sums,
 		desc:    withCatalog(describe(v.opts.Server, name, at, ents), cat),
 		mtime:   at,

@@ -33,8 +33,9 @@ type OpCount struct {
 	Seconds  float64 // total time in the handlers
 }
 
-// InodeCount is how many file inodes one VM mount has the kernel
-// remember, and how many it asked the kernel to forget (fusefs.Mount.FileInodes).
+// InodeCount is how many file inodes one VM mount (or the remote view) has
+// the kernel remember, and how many it asked the kernel to forget
+// (fusefs.Mount.FileInodes, roview.RemoteView.FileInodes).
 type InodeCount struct {
 	VM     string
 	Live   int64
@@ -50,7 +51,7 @@ type Live interface {
 	Dropped() uint64
 	// FUSEOps lists the request counters of every mounted VM.
 	FUSEOps() []OpCount
-	// FileInodes lists every mounted VM's file inodes.
+	// FileInodes lists the file inodes of every mounted VM and the view.
 	FileInodes() []InodeCount
 }
 
@@ -116,8 +117,8 @@ var reportDescs = []*prometheus.Desc{scrapeError,
 	driveSeen, driveCopy, driveCopyAge, driveVerified}
 
 var (
-	fuseInodes = desc("fuse_file_inodes", "File inodes the kernel remembers through the VM mount (the daemon keeps one for each; capped per mount).", vmLabels)
-	fusePruned = desc("fuse_pruned_inodes_total", "File inodes the VM mount asked the kernel to forget to stay under its cap.", vmLabels)
+	fuseInodes = desc("fuse_file_inodes", "File inodes the kernel remembers through the VM mount or the remote view (the daemon keeps one for each; capped per mount).", vmLabels)
+	fusePruned = desc("fuse_pruned_inodes_total", "File inodes the VM mount or the remote view asked the kernel to forget to stay under its cap.", vmLabels)
 )
 
 var liveDescs = []*prometheus.Desc{queueDepth, dropped, fuseRequests, fuseErrors, fuseSeconds, fuseInodes, fusePruned}

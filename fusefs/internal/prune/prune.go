@@ -95,16 +95,11 @@ func (p *Pruner) Track(n Node) {
 	}
 	e := n.PruneEntry()
 	p.mu.Lock()
-	switch {
-	case e.elem != nil:
-		p.lru.MoveToBack(e.elem)
-	case e.counted: // asked to forget, but the kernel kept it
-		e.elem = p.lru.PushBack(n)
-	default:
+	if !e.counted {
 		e.counted = true
-		e.elem = p.lru.PushBack(n)
 		p.live.Add(1)
 	}
+	p.toBackLocked(n, e)
 	live := p.live.Load()
 	p.mu.Unlock()
 	if live > p.max {
@@ -123,12 +118,20 @@ func (p *Pruner) Touch(n Node) {
 	}
 	e := n.PruneEntry()
 	p.mu.Lock()
-	if e.elem != nil {
-		p.lru.MoveToBack(e.elem)
-	} else if e.counted {
-		e.elem = p.lru.PushBack(n)
+	if e.counted {
+		p.toBackLocked(n, e)
 	}
 	p.mu.Unlock()
+}
+
+// toBackLocked puts a counted node last in line, where it may already be
+// or (asked to forget, but kept by the kernel) not.
+func (p *Pruner) toBackLocked(n Node, e *Entry) {
+	if e.elem != nil {
+		p.lru.MoveToBack(e.elem)
+	} else {
+		e.elem = p.lru.PushBack(n)
+	}
 }
 
 // Forget uncounts a node the kernel forgot (go-fuse's OnForget).
