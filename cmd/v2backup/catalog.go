@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/softxs/v2backup/catalog"
@@ -50,18 +49,4 @@ func hostOnly(inv *inventory.Inventory, server tiers.Server, cmd string) error {
 		return usagef("%s: %s is not a host in %s (use --server)", cmd, server, inv.File)
 	}
 	return nil
-}
-
-// humanBytes prints a size the way df -h does.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%c", float64(n)/float64(div), "KMGTPE"[exp])
 }

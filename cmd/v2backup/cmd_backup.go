@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/softxs/v2backup/jobs"
+	"github.com/softxs/v2backup/jobs/report"
 	"github.com/softxs/v2backup/tiers"
 	"github.com/softxs/v2backup/tiers/inventory"
 )
@@ -88,7 +89,7 @@ func runBackup(ctx context.Context, g *globalOptions, o backupOptions, names []s
 			continue
 		}
 		r := res.Record
-		fmt.Fprintf(g.stdout, "%s: ok, %d files, %s, in %s -> %s\n", a.Name, r.Files, humanBytes(r.Bytes),
+		fmt.Fprintf(g.stdout, "%s: ok, %d files, %s, in %s -> %s\n", a.Name, r.Files, report.HumanBytes(r.Bytes),
 			r.End.Sub(r.Start).Round(1e6), res.Dir)
 	}
 	if failed > 0 {

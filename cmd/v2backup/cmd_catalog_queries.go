@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/softxs/v2backup/catalog"
+	"github.com/softxs/v2backup/jobs/report"
 	"github.com/softxs/v2backup/tiers"
 	"github.com/softxs/v2backup/tiers/inventory"
 )
@@ -87,13 +88,13 @@ func runDiff(ctx context.Context, g *globalOptions, o queryOptions, args []strin
 		return err
 	}
 	for _, e := range d.Added {
-		fmt.Fprintf(g.stdout, "+ %s (%s)\n", e.Path, humanBytes(e.Size))
+		fmt.Fprintf(g.stdout, "+ %s (%s)\n", e.Path, report.HumanBytes(e.Size))
 	}
 	for _, e := range d.Removed {
-		fmt.Fprintf(g.stdout, "- %s (%s)\n", e.Path, humanBytes(e.Size))
+		fmt.Fprintf(g.stdout, "- %s (%s)\n", e.Path, report.HumanBytes(e.Size))
 	}
 	for _, c := range d.Changed {
-		fmt.Fprintf(g.stdout, "M %s (%s -> %s)\n", c.New.Path, humanBytes(c.Old.Size), humanBytes(c.New.Size))
+		fmt.Fprintf(g.stdout, "M %s (%s -> %s)\n", c.New.Path, report.HumanBytes(c.Old.Size), report.HumanBytes(c.New.Size))
 	}
 	fmt.Fprintf(g.stdout, "%s -> %s: %d added, %d removed, %d changed\n", a.Name, b.Name, len(d.Added), len(d.Removed), len(d.Changed))
 	return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/softxs/v2backup/jobs/copies"
+	"github.com/softxs/v2backup/jobs/report"
 	"github.com/softxs/v2backup/tiers"
 	"github.com/softxs/v2backup/tiers/inventory"
 )
@@ -116,7 +117,7 @@ func runCopies(ctx context.Context, g *globalOptions, appName string, o copiesOp
 				where += " (" + c.DriveUUID + ")"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", n.Snapshot, c.Kind, where, c.Snapshot, c.State,
-				c.Files, humanBytes(c.Bytes), short(c.Digest), ver)
+				c.Files, report.HumanBytes(c.Bytes), short(c.Digest), ver)
 		}
 		if n.Mismatch {
 			fmt.Fprintf(tw, "%s\tMISMATCH\tthe copies of this night differ: compare their digests\t\t\t\t\t\t\n", n.Snapshot)

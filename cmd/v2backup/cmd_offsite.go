@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/softxs/v2backup/jobs/offsite"
+	"github.com/softxs/v2backup/jobs/report"
 	"github.com/softxs/v2backup/tiers"
 )
 
@@ -89,7 +90,7 @@ func runOffsite(ctx context.Context, g *globalOptions, o offsiteOptions) error {
 	d := res.Drive
 	fmt.Fprintf(g.stdout, "drive %s (uuid %s, label %q)\n", d.Dir, d.UUID, d.Label)
 	for _, c := range res.Copies {
-		fmt.Fprintf(g.stdout, "  %s: snapshot %s, %d files, %s, verified -> %s\n", c.Source, c.Snapshot, c.Files, humanBytes(c.Bytes), c.Dir)
+		fmt.Fprintf(g.stdout, "  %s: snapshot %s, %d files, %s, verified -> %s\n", c.Source, c.Snapshot, c.Files, report.HumanBytes(c.Bytes), c.Dir)
 	}
 	return nil
 }

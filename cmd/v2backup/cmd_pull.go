@@ -10,6 +10,7 @@ import (
 
 	"github.com/softxs/v2backup/jobs/nightly"
 	"github.com/softxs/v2backup/jobs/pull"
+	"github.com/softxs/v2backup/jobs/report"
 	"github.com/softxs/v2backup/tiers"
 )
 
@@ -80,7 +81,7 @@ func runPull(ctx context.Context, g *globalOptions, o pullOptions, args []string
 			failed++
 			res = r.Error()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.Server, r.Snapshot, r.Files, humanBytes(r.Bytes), r.Hashed, r.Duration.Round(time.Millisecond), res)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.Server, r.Snapshot, r.Files, report.HumanBytes(r.Bytes), r.Hashed, r.Duration.Round(time.Millisecond), res)
 	}
 	tw.Flush()
 	if rep.Snapshot != "" {

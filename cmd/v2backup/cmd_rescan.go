@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/softxs/v2backup/catalog"
+	"github.com/softxs/v2backup/jobs/report"
 )
 
 func init() { commands = append(commands, newRescanCommand) }
@@ -51,7 +52,7 @@ func runRescan(ctx context.Context, g *globalOptions, args []string) error {
 		return err
 	}
 	fmt.Fprintf(g.stdout, "rescanned %d files: %d unchanged, %d hashed (%s), %d added, %d updated, %d removed, %d skipped (not regular files), %d errors\n",
-		st.Files, st.Unchanged, st.Hashed, humanBytes(st.HashedBytes), st.Added, st.Updated, st.Removed, st.Skipped, st.Errors)
+		st.Files, st.Unchanged, st.Hashed, report.HumanBytes(st.HashedBytes), st.Added, st.Updated, st.Removed, st.Skipped, st.Errors)
 	if st.Errors > 0 {
 		return fmt.Errorf("rescan: %d files or directories could not be read (see the log)", st.Errors)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/softxs/v2backup/jobs"
+	"github.com/softxs/v2backup/jobs/report"
 	"github.com/softxs/v2backup/tiers"
 	"github.com/softxs/v2backup/tiers/snapshot"
 )
@@ -88,7 +89,7 @@ func runRestore(ctx context.Context, g *globalOptions, o restoreOptions, name st
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "%s: restored %d files (%s) from snapshot %s to %s\n", name, res.Files, humanBytes(res.Bytes), snap, o.To)
+	fmt.Fprintf(g.stdout, "%s: restored %d files (%s) from snapshot %s to %s\n", name, res.Files, report.HumanBytes(res.Bytes), snap, o.To)
 	if res.Dump != "" {
 		fmt.Fprintf(g.stdout, "%s: loaded %s into database %s\n", name, res.Dump, res.Database)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/softxs/v2backup/jobs/nightly"
+	"github.com/softxs/v2backup/jobs/report"
 )
 
 type snapshotOptions struct {
@@ -92,12 +93,12 @@ func runSnapshot(ctx context.Context, g *globalOptions, o snapshotOptions) error
 func printSnapshotReport(g *globalOptions, rep *nightly.Report) {
 	if r := rep.Result; r != nil {
 		fmt.Fprintf(g.stdout, "snapshot %s: %d files, %s, %d hashes reused, %d files hashed, in %s\n",
-			rep.Snapshot, r.Files, humanBytes(r.Bytes), r.Reused, r.Hashed, r.Elapsed.Round(time.Millisecond))
+			rep.Snapshot, r.Files, report.HumanBytes(r.Bytes), r.Reused, r.Hashed, r.Elapsed.Round(time.Millisecond))
 	}
 	tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "APP\tSTATE\tFILES\tSIZE\tCHANGED\tWHY")
 	for _, a := range rep.Apps {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\n", a.App, a.State, a.Files, humanBytes(a.Bytes), a.Changed, a.Why)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\n", a.App, a.State, a.Files, report.HumanBytes(a.Bytes), a.Changed, a.Why)
 	}
 	tw.Flush()
 	for _, p := range rep.Pruned {

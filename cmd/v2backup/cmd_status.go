@@ -69,7 +69,7 @@ func runStatus(ctx context.Context, g *globalOptions, o statusOptions) error {
 			last, age = r.LastSuccess.Format("2006-01-02 15:04"), report.RoundAge(r.Age)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", r.Description, r.Server, r.VM, r.Relpath, r.Type,
-			last, age, r.Files, humanBytes(r.Bytes), r.State)
+			last, age, r.Files, report.HumanBytes(r.Bytes), r.State)
 	}
 	return tw.Flush()
 }

@@ -356,14 +356,6 @@ func TestMissingCatalog(t *testing.T) {
 	}
 }
 
-func TestHumanBytes(t *testing.T) {
-	for n, want := range map[int64]string{0: "0B", 1023: "1023B", 1024: "1.0K", 3 << 20: "3.0M", 5 << 30: "5.0G"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
-
 // A template that cannot render gives a 500 that says so, in plain text
 // when even the error page cannot be rendered; nothing half-written.
 func TestRenderError(t *testing.T) {

@@ -151,7 +151,7 @@ func newHost(r *report.Report) host {
 	}
 	h.Counts = counts(c)
 	s := r.Snapshots
-	h.Snapshots = snaps{Count: s.Count, Latest: s.Latest, Files: strconv.FormatInt(s.Files, 10), Size: humanBytes(s.Bytes)}
+	h.Snapshots = snaps{Count: s.Count, Latest: s.Latest, Files: strconv.FormatInt(s.Files, 10), Size: report.HumanBytes(s.Bytes)}
 	if !s.At.IsZero() {
 		h.Snapshots.At, h.Snapshots.Age = s.At.Format(timeLayout), report.RoundAge(now.Sub(s.At))
 		h.Snapshots.Stale = now.Sub(s.At) > report.DefaultWarnAge
@@ -163,7 +163,7 @@ func newHost(r *report.Report) host {
 		}
 		v := pull{BackupServer: p.BackupServer, Snapshot: p.Snapshot, Start: p.Start.Format(timeLayout),
 			Result: string(p.Result), Class: runClass(p.Result), Files: strconv.FormatInt(p.Files, 10),
-			Size: humanBytes(p.Bytes), Error: p.Error}
+			Size: report.HumanBytes(p.Bytes), Error: p.Error}
 		if !p.End.IsZero() {
 			v.Took = p.End.Sub(p.Start).Round(time.Second).String()
 		}
@@ -189,7 +189,7 @@ func newHost(r *report.Report) host {
 
 func newApp(a report.App) app {
 	v := app{Name: a.Name, Description: a.Description, Server: a.Server, VM: a.VM, Path: a.Path, Relpath: a.Relpath, Type: a.Type,
-		State: string(a.State), Files: strconv.FormatInt(a.Files, 10), Size: humanBytes(a.Bytes),
+		State: string(a.State), Files: strconv.FormatInt(a.Files, 10), Size: report.HumanBytes(a.Bytes),
 		Trend: newChart(a.Trend), Error: a.Error}
 	if v.Description == "" {
 		v.Description = a.Name
@@ -252,14 +252,14 @@ func newChart(nights []report.Night) chart {
 		if carried {
 			c.Carried++
 		}
-		title := fmt.Sprintf("%s: %s, %d files", n.Snapshot, humanBytes(n.Bytes), n.Files)
+		title := fmt.Sprintf("%s: %s, %d files", n.Snapshot, report.HumanBytes(n.Bytes), n.Files)
 		if carried {
 			title += " (carried: the night's backup was not complete)"
 		}
 		c.Dots = append(c.Dots, dot{X: xs, Y: ys, Carried: carried, Title: title})
 	}
 	c.Points = strings.Join(pts, " ")
-	c.Label = fmt.Sprintf("size over %d nights: %s to %s", len(nights), humanBytes(lo), humanBytes(hi))
+	c.Label = fmt.Sprintf("size over %d nights: %s to %s", len(nights), report.HumanBytes(lo), report.HumanBytes(hi))
 	if c.Carried > 0 {
 		c.Label += fmt.Sprintf(", %d carried", c.Carried)
 	}
@@ -267,17 +267,3 @@ func newChart(nights []report.Night) chart {
 }
 
 func coord(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
-
-// humanBytes prints a size the way df -h does (as `v2backup status`).
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%c", float64(n)/float64(div), "KMGTPE"[exp])
-}
