@@ -182,8 +182,24 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		d.nightlyLoop(ctx)
 	}()
 	g.log.Info("serving", "server", server, "partition", d.part, "mounts", len(d.mounts))
-	sdNotify("READY=1")
+	return serveUntilDone(ctx, g, hup, func(next *inventory.Inventory) {
+		if err := d.apply(next); err != nil {
+			g.log.Error("reload applied partly", "err", err)
+		}
+		d.publishMounts()
+		d.cur.Store(next)
+		select {
+		case d.reschedule <- struct{}{}:
+		default:
+		}
+	})
+}
 
+// serveUntilDone tells systemd the daemon is ready and runs until ctx
+// ends. Each SIGHUP re-reads the inventory and hands a valid one to
+// reload; a broken one is logged and the running one kept.
+func serveUntilDone(ctx context.Context, g *globalOptions, hup <-chan os.Signal, reload func(*inventory.Inventory)) error {
+	sdNotify("READY=1")
 	for {
 		select {
 		case <-ctx.Done():
@@ -193,19 +209,10 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		case <-hup:
 			g.log.Info("SIGHUP: reloading inventory", "file", g.Config)
 			sdNotify("RELOADING=1")
-			next, err := g.loadInventory()
-			if err != nil {
+			if next, err := g.loadInventory(); err != nil {
 				g.log.Error("reload failed; keeping the running inventory", "err", err)
 			} else {
-				if err := d.apply(next); err != nil {
-					g.log.Error("reload applied partly", "err", err)
-				}
-				d.publishMounts()
-				d.cur.Store(next)
-				select {
-				case d.reschedule <- struct{}{}:
-				default:
-				}
+				reload(next)
 			}
 			sdNotify("READY=1")
 		}

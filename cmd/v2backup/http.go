@@ -198,21 +198,5 @@ func serveBackupServer(ctx context.Context, g *globalOptions, inv *inventory.Inv
 	}
 	defer h.Close(g.log)
 	g.log.Info("serving", "backup_server", server)
-	sdNotify("READY=1")
-	for {
-		select {
-		case <-ctx.Done():
-			g.log.Info("shutting down")
-			sdNotify("STOPPING=1")
-			return nil
-		case <-hup:
-			g.log.Info("SIGHUP: reloading inventory", "file", g.Config)
-			if next, err := g.loadInventory(); err != nil {
-				g.log.Error("reload failed; keeping the running inventory", "err", err)
-			} else {
-				cur.Store(next)
-			}
-			sdNotify("READY=1")
-		}
-	}
+	return serveUntilDone(ctx, g, hup, cur.Store)
 }
