@@ -233,23 +233,12 @@ func (r *Report) fromOwn(ctx context.Context, own *catalog.DB) error {
 	if err != nil {
 		return err
 	}
-	// A drive's newest copy of this report's server: a backup server's
-	// drives may carry several hosts, and a drive that only ever held
-	// other hosts is not this host's concern (one that holds nothing yet
-	// is listed, without a copy).
-	used := map[int64]bool{}
-	for _, c := range copies {
-		used[c.MediaID] = true
-	}
 	for _, m := range media {
 		d := Drive{Medium: m}
 		for i := range copies { // oldest first: the last match is the newest
-			if copies[i].MediaID == m.ID && copies[i].Server == r.Server {
+			if copies[i].MediaID == m.ID {
 				d.Copy = &copies[i]
 			}
-		}
-		if d.Copy == nil && used[m.ID] {
-			continue
 		}
 		r.Drives = append(r.Drives, d)
 	}
