@@ -2,8 +2,6 @@ package roview
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/softxs/v2backup/catalog"
 	"github.com/softxs/v2backup/tiers"
 	"golang.org/x/sys/unix"
 )
@@ -42,30 +41,14 @@ func (v *RemoteView) shipped(name string) (*shippedCatalog, error) {
 		return nil, nil
 	}
 	p := filepath.Join(v.opts.ShippedDir, name+".db")
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	sum, st, err := catalog.FileSHA256(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("shipped catalog of snapshot %s: %w", name, err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("shipped catalog of snapshot %s: %w", name, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("shipped catalog of snapshot %s: %s is not a regular file (%s)", name, p, st.Mode().Type())
-	}
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return nil, fmt.Errorf("shipped catalog of snapshot %s: reading %s: %w", name, p, err)
-	}
-	if n != st.Size() {
-		return nil, fmt.Errorf("shipped catalog of snapshot %s: %s changed while it was hashed (%d bytes read, %d stat)", name, p, n, st.Size())
-	}
-	return &shippedCatalog{path: p, size: n, sha256: hex.EncodeToString(h.Sum(nil)), mtime: st.ModTime()}, nil
+	return &shippedCatalog{path: p, size: st.Size(), sha256: sum, mtime: st.ModTime()}, nil
 }
 
 // catalogAppeared reports whether p was prepared before its snapshot's
