@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/softxs/v2backup/catalog"
@@ -127,11 +128,7 @@ func Find(ctx context.Context, o Options) ([]Night, error) {
 		return nil, err
 	}
 	host := string(app.Server)
-	vm := app.VM
-	if vm == "" {
-		vm = tiers.NoVM
-	}
-	localPrefix := tiers.TierPath(vm, app.Relpath)
+	localPrefix := tiers.TierPath(app.VM, app.Relpath) // the loader set NoVM
 	f := finder{o: o, app: o.App, digests: map[digestKey]catalog.Digest{}}
 
 	nights := map[string]*Night{}
@@ -244,21 +241,11 @@ func Find(ctx context.Context, o Options) ([]Night, error) {
 		}
 		out = append(out, *n)
 	}
-	slices.SortFunc(out, func(a, b Night) int { return -cmpString(a.Snapshot, b.Snapshot) })
+	slices.SortFunc(out, func(a, b Night) int { return strings.Compare(b.Snapshot, a.Snapshot) })
 	if len(out) == 0 && o.At != "" {
 		return nil, fmt.Errorf("application %s: no copy of the night %s (%w)", o.App, o.At, ErrNoCopy)
 	}
 	return out, nil
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func kindOrder(k Kind) int {
