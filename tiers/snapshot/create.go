@@ -357,6 +357,11 @@ func (r *run) walk(ctx context.Context, srcfd int) error {
 
 	r.qmu.Lock()
 	defer r.qmu.Unlock()
+	// AfterFunc runs fail in its own goroutine, possibly after the last
+	// worker finished: a cancel during the walk must still end it.
+	if r.err == nil && ctx.Err() != nil {
+		r.err = ctx.Err()
+	}
 	if r.err == nil && root.pending.Load() != 0 {
 		r.err = errors.New("internal error: walk ended with unfinished directories")
 	}
