@@ -45,8 +45,10 @@ func TestRemoteViewPrunesInodes(t *testing.T) {
 			t.Fatalf("%d file inodes live after reading %d (cap %d, %d pruned)", live, files, max, pruned)
 		}
 	}
-	if pruned < files-max {
-		t.Errorf("only %d pruned of %d files with a cap of %d", pruned, files, max)
-	}
+	// How many were pruned is not checked: under memory pressure (the
+	// rest of the suite running, or drop_caches) the kernel forgets files
+	// on its own, before the cap is reached. The wait above fails when
+	// nothing prunes; internal/prune's tests check what is asked when.
+	t.Logf("%d live, %d pruned", live, pruned)
 	pull()
 }
