@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/softxs/v2backup/tiers"
+	"github.com/softxs/v2backup/tiers/snapshot"
 )
 
 // SnapshotState is whether a snapshot is still being recorded.
@@ -648,4 +649,43 @@ func (db *DB) AppHistory(ctx context.Context, tier tiers.Tier, server, app strin
 		return nil, fmt.Errorf("catalog %s: app history of %q: %w", db.path, app, err)
 	}
 	return out, nil
+}
+
+// Take builds the hard-link snapshot opts describes (tiers/snapshot.Create)
+// and records its manifest in b: the regular files, each with the
+// application appOf names (empty: none). opts.Emit, if set, sees every
+// batch first. The tree and the record come or go together: if the
+// snapshot fails, b is aborted; if the record cannot be committed, the
+// tree is moved aside, so the next snapshot never builds on one the
+// catalog does not know. Updating the "latest" link is the caller's.
+func (b *SnapshotBuilder) Take(ctx context.Context, opts snapshot.Options, appOf func(path string) string) (*snapshot.Result, Snapshot, error) {
+	also := opts.Emit
+	opts.Emit = func(batch []snapshot.Entry) error {
+		if also != nil {
+			if err := also(batch); err != nil {
+				return err
+			}
+		}
+		entries := make([]ManifestEntry, 0, len(batch))
+		for _, e := range batch {
+			if e.Mode.IsRegular() {
+				entries = append(entries, ManifestEntry{Path: e.Path, Size: e.Size, MTime: e.MTime, SHA256: e.SHA256, App: appOf(e.Path)})
+			}
+		}
+		return b.Add(ctx, entries...)
+	}
+	res, err := snapshot.Create(ctx, opts)
+	if err != nil {
+		b.Abort(context.WithoutCancel(ctx))
+		return nil, Snapshot{}, err
+	}
+	snap, err := b.Commit(ctx)
+	if err != nil {
+		err = fmt.Errorf("snapshot %s: recording the manifest: %w", opts.Name, err)
+		if derr := snapshot.Discard(opts.SnapDir, opts.Name); derr != nil {
+			err = errors.Join(err, derr)
+		}
+		return nil, Snapshot{}, err
+	}
+	return res, snap, nil
 }

@@ -200,7 +200,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		e, ok := before[p]
 		return e.SHA256, ok && e.SHA256 != ""
 	})
-	res, err := snapshot.Create(ctx, snapshot.Options{
+	res, snap, err := b.Take(ctx, snapshot.Options{
 		Source:  source,
 		SnapDir: snapDir,
 		Name:    name,
@@ -220,32 +220,17 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		},
 		Emit: func(batch []snapshot.Entry) error {
 			tally.Add(batch)
-			entries := make([]catalog.ManifestEntry, 0, len(batch))
-			for _, e := range batch {
-				if !e.Mode.IsRegular() {
-					continue
-				}
-				entries = append(entries, catalog.ManifestEntry{Path: e.Path, Size: e.Size, MTime: e.MTime, SHA256: e.SHA256, App: appOf(apps, e.Path)})
-			}
-			return b.Add(ctx, entries...)
+			return nil
 		},
 		Keep: func(rel string) (string, bool) {
 			from, ok := carried[rel]
 			return from, ok
 		},
-	})
+	}, func(p string) string { return appOf(apps, p) })
 	if err != nil {
-		b.Abort(context.Background())
 		return nil, err
 	}
 	rep.Result = res
-	snap, err := b.Commit(ctx)
-	if err != nil {
-		// The tree exists but the catalog does not know it: move it aside so
-		// the next run does not build on an unrecorded snapshot.
-		snapshot.Prune(context.Background(), snapDir, []string{name}, false)
-		return nil, fmt.Errorf("snapshot %s: recording the manifest: %w", name, err)
-	}
 	if _, _, err := snapshot.UpdateLatest(snapDir); err != nil {
 		return rep, err
 	}

@@ -84,32 +84,15 @@ func (o *Options) snapshotRemote(ctx context.Context, name string, now time.Time
 			}
 		}
 	}
-	_, err = snapshot.Create(ctx, snapshot.Options{
+	_, snap, err := b.Take(ctx, snapshot.Options{
 		Source: o.Partition.RemoteRoot(), SnapDir: snapDir, Name: name,
 		Hash: func(rel string, size, mtimeNs int64) (string, bool) {
 			k, ok := hints[rel]
 			return k.sha, ok && k.size == size && k.mtimeNs == mtimeNs
 		},
-		Emit: func(batch []snapshot.Entry) error {
-			entries := make([]catalog.ManifestEntry, 0, len(batch))
-			for _, e := range batch {
-				if e.Mode.IsRegular() {
-					entries = append(entries, catalog.ManifestEntry{Path: e.Path, Size: e.Size, MTime: e.MTime, SHA256: e.SHA256, App: appOf(apps, e.Path)})
-				}
-			}
-			return b.Add(ctx, entries...)
-		},
-	})
+	}, func(p string) string { return appOf(apps, p) })
 	if err != nil {
-		b.Abort(context.WithoutCancel(ctx))
 		return err
-	}
-	snap, err := b.Commit(ctx)
-	if err != nil {
-		// A tree the catalog does not know must not become the base of
-		// the next snapshot.
-		snapshot.Prune(context.WithoutCancel(ctx), snapDir, []string{name}, false)
-		return fmt.Errorf("recording snapshot %s: %w", name, err)
 	}
 	if _, _, err = snapshot.UpdateLatest(snapDir); err != nil {
 		return err

@@ -385,3 +385,27 @@ func TestTally(t *testing.T) {
 		t.Errorf("first snapshot: %+v", c)
 	}
 }
+
+// TestDiscard: the newest snapshot, which Prune refuses, is moved aside;
+// bad names, missing snapshots and directories are errors naming them.
+func TestDiscard(t *testing.T) {
+	snapdir := filepath.Join(t.TempDir(), "snaps")
+	mkSnaps(t, snapdir, "2026-11-27T050000", "2026-11-28T050000")
+	must(t, Discard(snapdir, "2026-11-28T050000"))
+	l, _ := List(snapdir)
+	if want := []string{"2026-11-27T050000"}; !reflect.DeepEqual(names(l), want) {
+		t.Errorf("after discard: %v, want %v", names(l), want)
+	}
+	if _, err := os.Stat(filepath.Join(snapdir, ".deleting-2026-11-28T050000")); err != nil {
+		t.Errorf("discarded tree: %v", err)
+	}
+	for _, c := range []struct{ dir, name, want string }{
+		{snapdir, "2026-11-28T05:00:00", "2026-11-28T05:00:00"},
+		{snapdir, "2026-11-29T050000", filepath.Join(snapdir, "2026-11-29T050000")},
+		{filepath.Join(snapdir, "gone"), "2026-11-27T050000", "2026-11-27T050000"},
+	} {
+		if err := Discard(c.dir, c.name); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Discard(%s, %s) = %v, want an error naming %s", c.dir, c.name, err, c.want)
+		}
+	}
+}

@@ -214,3 +214,23 @@ func (p *purger) removeAll(parentfd int, name, path string) error {
 	}
 	return p.tick()
 }
+
+// Discard moves aside a snapshot that was just created but must not stay:
+// its record could not be stored, so it must neither be the base of the
+// next snapshot nor be served. Unlike Prune it takes the newest snapshot,
+// which such a one always is. The caller holds the lock and has not
+// published it (UpdateLatest); Purge deletes the tree.
+func Discard(snapdir, name string) error {
+	if _, err := ParseName(name); err != nil {
+		return fmt.Errorf("discarding in %s: %w", snapdir, err)
+	}
+	fd, err := unix.Open(snapdir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("discarding %s: %w", name, err)
+	}
+	defer unix.Close(fd)
+	if _, err := moveAside(fd, name, name); err != nil {
+		return fmt.Errorf("discarding %s: %w", filepath.Join(snapdir, name), err)
+	}
+	return nil
+}
