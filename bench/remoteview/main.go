@@ -353,14 +353,15 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 		}
 		return os.MkdirAll(dst, 0o755)
 	}
-	// measure runs the rounds of one comparison, each against a fresh
-	// view, alternating which of the two goes first. It keeps round 0's
-	// copies as name-direct and name-view.
+	// measure runs the rounds of one comparison, each against a view
+	// start gives (a fresh one, or one prepared otherwise), alternating
+	// which of the two goes first. It keeps round 0's copies as
+	// name-direct and name-view.
 	var lastBefore, lastAfter map[string]uint64
-	measure := func(name, direct, snapshot string, prepare func(dst string) error) ([]round, error) {
+	measure := func(name, direct, snapshot string, prepare func(dst string) error, start func() (*view, error)) ([]round, error) {
 		var rs []round
 		for i := range 2 * rounds {
-			v, err := newView()
+			v, err := start()
 			if err != nil {
 				return nil, err
 			}
@@ -436,20 +437,21 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 			return err
 		}
 	}
-	pull1, err := measure("pull1", filepath.Join(snapDir, first), first, fresh)
+	pull1, err := measure("pull1", filepath.Join(snapDir, first), first, fresh, newView)
 	if err != nil {
 		return err
 	}
 	before1, after1 := lastBefore, lastAfter
 
-	// v2backup's whole pull through a fresh view, each round into a fresh
+	// v2backup's whole pull through the view start gives (fresh for the
+	// first pull, switched for the nightly one), each round into a fresh
 	// backup partition (its own catalog).
 	var breakdown []string
-	fullPulls := func(name string, at time.Time, seed string) ([]time.Duration, error) {
+	fullPulls := func(name string, at time.Time, seed string, start func() (*view, error)) ([]time.Duration, error) {
 		var ds []time.Duration
 		var reps []*pull.Report
 		for i := range rounds {
-			if _, err := newView(); err != nil {
+			if _, err := start(); err != nil {
 				return nil, err
 			}
 			part := filepath.Join(work, name)
@@ -486,7 +488,7 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 	}
 	var full1 []time.Duration
 	if sshd {
-		if full1, err = fullPulls("full1", time.Date(2026, 11, 28, 6, 0, 0, 0, time.Local), ""); err != nil {
+		if full1, err = fullPulls("full1", time.Date(2026, 11, 28, 6, 0, 0, 0, time.Local), "", newView); err != nil {
 			return err
 		}
 	}
@@ -534,14 +536,52 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 		}
 		return seed(filepath.Join(work, "pull1-direct"))(dst)
 	}
-	pull2, err := measure("pull2", filepath.Join(snapDir, second), second, seedBoth)
+	pull2, err := measure("pull2", filepath.Join(snapDir, second), second, seedBoth, newView)
 	if err != nil {
 		return err
 	}
 	before2, after2 := lastBefore, lastAfter
+
+	// The nightly case: the view pulled the previous snapshot, then moved
+	// to the new one, keeping what the kernel knows of unchanged paths.
+	// Each round hides the new snapshot, starts a view on the old one,
+	// pulls it (as the night before did), shows the new one again and
+	// waits for the view to switch.
+	hidden := filepath.Join(snapDir, ".hidden-"+second)
+	switched := func() (*view, error) {
+		if err := os.Rename(filepath.Join(snapDir, second), hidden); err != nil {
+			return nil, err
+		}
+		v, err := newView()
+		if err == nil {
+			_, err = rsyncOnce(src(v.mnt), filepath.Join(work, "night-before"))
+		}
+		if err == nil {
+			err = aside(filepath.Join(work, "night-before"))
+		}
+		if rerr := os.Rename(hidden, filepath.Join(snapDir, second)); err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return nil, err
+		}
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(300 * time.Millisecond) {
+			if b, _ := os.ReadFile(filepath.Join(v.mnt, roview.DescName)); strings.Contains(string(b), second) {
+				return v, nil
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("the view did not move to %s", second)
+			}
+		}
+	}
+	pull3, err := measure("pull3", filepath.Join(snapDir, second), second, seedBoth, switched)
+	if err != nil {
+		return err
+	}
+	before3, after3 := lastBefore, lastAfter
 	var full2 []time.Duration
 	if sshd {
-		if full2, err = fullPulls("full2", time.Date(2026, 11, 29, 6, 0, 0, 0, time.Local), filepath.Join(work, "full1")); err != nil {
+		if full2, err = fullPulls("full2", time.Date(2026, 11, 29, 6, 0, 0, 0, time.Local), filepath.Join(work, "full1"), switched); err != nil {
 			return err
 		}
 	}
@@ -552,17 +592,19 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 	if sshd {
 		how += " (private sshd on port " + strconv.Itoa(srv.Port) + ")"
 	}
-	fmt.Printf("%d files, %s, %d rounds of direct,view + view,direct, each view freshly mounted\n", nfiles, how, rounds)
-	report("first pull: ", pull1)
+	fmt.Printf("%d files, %s, %d rounds of direct,view + view,direct\n", nfiles, how, rounds)
+	report("first pull (fresh view):      ", pull1)
 	perFile("first pull, last round", before1, after1, nfiles)
-	report("1% changed: ", pull2)
-	perFile("1% changed, last round", before2, after2, nfiles)
+	report("1% changed (fresh view):      ", pull2)
+	perFile("1% changed, fresh view, last round", before2, after2, nfiles)
+	report("1% changed (view switched):   ", pull3)
+	perFile("1% changed, switched view, last round", before3, after3, nfiles)
 	if sshd {
 		fmt.Printf("v2backup pull (rsync + verify every file + switch + remote snapshot), median of %d:\n", rounds)
 		d1 := medianDuration(roundsDirect(pull1))
-		d2 := medianDuration(roundsDirect(pull2))
-		fmt.Printf("first pull:   %v  ratio to the median direct rsync %.2fx\n", medianDuration(full1).Round(time.Millisecond), float64(medianDuration(full1))/float64(d1))
-		fmt.Printf("1%% changed:   %v  ratio to the median direct rsync %.2fx\n", medianDuration(full2).Round(time.Millisecond), float64(medianDuration(full2))/float64(d2))
+		d2 := medianDuration(roundsDirect(pull3))
+		fmt.Printf("first pull (fresh view):      %v  ratio to the median direct rsync %.2fx\n", medianDuration(full1).Round(time.Millisecond), float64(medianDuration(full1))/float64(d1))
+		fmt.Printf("1%% changed (view switched):   %v  ratio to the median direct rsync %.2fx\n", medianDuration(full2).Round(time.Millisecond), float64(medianDuration(full2))/float64(d2))
 		for _, b := range breakdown {
 			fmt.Println("  " + b)
 		}

@@ -88,7 +88,7 @@ func withCatalog(desc []byte, c *shippedCatalog) []byte {
 type catalogFile struct {
 	fs.Inode
 	readOnly
-	c *shippedCatalog
+	c *shippedCatalog // nil: the snapshot shown has none (since a switch, keep.go)
 	t *tree
 }
 
@@ -96,6 +96,9 @@ func (n *catalogFile) attr(a *fuse.Attr) { fileAttr(a, n.c.size, n.c.mtime) }
 
 func (n *catalogFile) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	defer n.t.enter()()
+	if n.c == nil {
+		return syscall.ENOENT
+	}
 	n.attr(&out.Attr)
 	out.SetTimeout(immutableTimeout)
 	return 0
@@ -109,6 +112,9 @@ func (n *catalogFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, ui
 	defer n.t.enter()()
 	if openForWrite(flags) {
 		return nil, 0, syscall.EROFS
+	}
+	if n.c == nil {
+		return nil, 0, syscall.ENOENT
 	}
 	f, err := os.OpenFile(n.c.path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {

@@ -16,7 +16,12 @@
 // them). Each snapshot gets
 // its own inode numbers (the backing st_ino mixed with a per-snapshot salt),
 // so a hard link shared by two snapshots is two inodes here, and pruning one
-// snapshot never strands a node of another.
+// snapshot never strands a node of another. The remote view is the
+// exception that keeps what it can: when it moves to a newer snapshot, the
+// nodes of paths whose backing entry is the same in both (a hard link: same
+// content and metadata) stay, with their inode numbers and the kernel's
+// caches, and only the rest is invalidated (keep.go), so the nightly pull
+// of a few changed files does not walk the whole tree cold.
 //
 // The backing tree is never followed through a symlink: every path is
 // resolved with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_XDEV)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path"
 	"strings"
 	"sync"
 	"syscall"
@@ -44,6 +45,18 @@ type tree struct {
 	act   activity // nil: nobody is watching
 	log   *slog.Logger
 	prune *prune.Pruner // nil: no cap on the files the kernel remembers
+	// snap, if set, is the snapshot the nodes' paths are relative to; it
+	// changes when the remote view switches (keep.go), and is read only
+	// within a request, after enter. Empty: the paths name the snapshot.
+	snap string
+}
+
+// path is rel relative to the snapshot directory.
+func (t *tree) path(rel string) string {
+	if t.snap == "" {
+		return rel
+	}
+	return t.snap + "/" + rel
 }
 
 func newTree(root *snapRoot, snapshot string, act activity, pr *prune.Pruner, log *slog.Logger) *tree {
@@ -74,12 +87,20 @@ func (t *tree) errno(op, rel string, err error) syscall.Errno {
 	return toErrno(t.log, op+" "+rel, err)
 }
 
-// newChild makes the node for a backing entry rel with attributes st.
+// newChild makes the node for a backing entry rel with attributes st. A
+// node the parent already has under that name for the same backing inode
+// is reused: after a switch of the remote view, it is one the kernel kept.
 func (t *tree) newChild(ctx context.Context, parent *fs.Inode, rel string, st *syscall.Stat_t, out *fuse.EntryOut, entryTimeout time.Duration) *fs.Inode {
 	out.Attr.FromStat(st)
 	out.SetEntryTimeout(entryTimeout)
 	out.SetAttrTimeout(immutableTimeout)
-	in := parent.NewInode(ctx, &roNode{t: t, rel: rel}, fs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: backingIno(st, t.salt)})
+	if c := parent.GetChild(path.Base(rel)); c != nil {
+		if n, ok := c.Operations().(*roNode); ok && n.t == t && n.rel == rel && n.same(st) && c.StableAttr().Mode == st.Mode&syscall.S_IFMT {
+			t.prune.Track(n)
+			return c
+		}
+	}
+	in := parent.NewInode(ctx, &roNode{t: t, rel: rel, dev: st.Dev, ino: st.Ino}, fs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: backingIno(st, t.salt)})
 	// NewInode returns the existing node when the kernel already has one.
 	if n, ok := in.Operations().(*roNode); ok {
 		t.prune.Track(n)
@@ -99,9 +120,18 @@ type roNode struct {
 	fs.Inode
 	readOnly
 	t   *tree
-	rel string // relative to the snapshot directory: NAME/vm/relpath/...
+	rel string // relative to the snapshot directory (NAME/vm/relpath/...), or to t.snap
 	pe  prune.Entry
+	// the backing entry the kernel was told about; a switch that keeps
+	// the node moves it to the new snapshot's entry
+	dev, ino uint64
 }
+
+// same reports whether st is the backing entry the node stands for.
+func (n *roNode) same(st *syscall.Stat_t) bool { return n.dev == st.Dev && n.ino == st.Ino }
+
+// path is the node's backing entry relative to the snapshot directory.
+func (n *roNode) path() string { return n.t.path(n.rel) }
 
 // PruneEntry is for the view's prune.Pruner.
 func (n *roNode) PruneEntry() *prune.Entry { return &n.pe }
@@ -115,18 +145,24 @@ func (n *roNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*
 		return nil, syscall.ENOENT
 	}
 	rel := n.rel + "/" + name
-	st, err := n.t.root.stat(rel)
+	st, err := n.t.root.stat(n.t.path(rel))
 	if err != nil {
-		return nil, n.t.errno("lookup", rel, err)
+		return nil, n.t.errno("lookup", n.t.path(rel), err)
 	}
 	return n.t.newChild(ctx, n.EmbeddedInode(), rel, &st, out, immutableTimeout), 0
 }
 
 func (n *roNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	defer n.t.enter()()
-	st, err := n.t.root.stat(n.rel)
+	st, err := n.t.root.stat(n.path())
 	if err != nil {
-		return n.t.errno("getattr", n.rel, err)
+		return n.t.errno("getattr", n.path(), err)
+	}
+	if st.Mode&syscall.S_IFMT != n.StableAttr().Mode {
+		// Another type at this path since a switch (keep.go), until the
+		// entry is dropped: gone, rather than an inode the kernel would
+		// have to mark bad.
+		return syscall.ENOENT
 	}
 	out.FromStat(&st)
 	out.SetTimeout(immutableTimeout)
@@ -135,9 +171,9 @@ func (n *roNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut
 
 func (n *roNode) Access(ctx context.Context, mask uint32) syscall.Errno {
 	defer n.t.enter()()
-	st, err := n.t.root.stat(n.rel)
+	st, err := n.t.root.stat(n.path())
 	if err != nil {
-		return n.t.errno("access", n.rel, err)
+		return n.t.errno("access", n.path(), err)
 	}
 	return access(ctx, mask, st.Mode, st.Uid, st.Gid)
 }
@@ -147,23 +183,23 @@ func (n *roNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32,
 	if openForWrite(flags) {
 		return nil, 0, syscall.EROFS
 	}
-	fd, err := n.t.root.open(n.rel, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOCTTY)
+	fd, err := n.t.root.open(n.path(), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOCTTY)
 	if err != nil {
-		return nil, 0, n.t.errno("open", n.rel, err)
+		return nil, 0, n.t.errno("open", n.path(), err)
 	}
 	n.t.opened()
 	// KEEP_CACHE: the content never changes. go-fuse drops the flag when
 	// it sets up kernel passthrough, which bypasses the page cache of this
 	// mount and reads the backing file's own. NOFLUSH: nothing to flush on
 	// a read-only file, and a FLUSH is a round trip on every close(2).
-	return &roFile{fd: fd, t: n.t, rel: n.rel, node: n}, fileOpenFlags, 0
+	return &roFile{fd: fd, t: n.t, rel: n.path(), node: n}, fileOpenFlags, 0
 }
 
 func (n *roNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	defer n.t.enter()()
-	fd, err := n.t.root.open(n.rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	fd, err := n.t.root.open(n.path(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 	if err != nil {
-		return nil, 0, n.t.errno("opendir", n.rel, err)
+		return nil, 0, n.t.errno("opendir", n.path(), err)
 	}
 	n.t.opened()
 	return &roDir{node: n, fd: fd}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
@@ -171,16 +207,16 @@ func (n *roNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle
 
 func (n *roNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	defer n.t.enter()()
-	fd, err := n.t.root.open(n.rel, unix.O_PATH|unix.O_NOFOLLOW)
+	fd, err := n.t.root.open(n.path(), unix.O_PATH|unix.O_NOFOLLOW)
 	if err != nil {
-		return nil, n.t.errno("readlink", n.rel, err)
+		return nil, n.t.errno("readlink", n.path(), err)
 	}
 	defer unix.Close(fd)
 	for size := 256; ; size *= 2 {
 		buf := make([]byte, size)
 		l, err := unix.Readlinkat(fd, "", buf)
 		if err != nil {
-			return nil, n.t.errno("readlink", n.rel, err)
+			return nil, n.t.errno("readlink", n.path(), err)
 		}
 		if l < size {
 			return buf[:l], 0
@@ -199,14 +235,14 @@ func (n *roNode) withProcPath(op string, fn func(p string) (int, error)) (uint32
 		}
 		return 0, syscall.ENODATA
 	}
-	fd, err := n.t.root.open(n.rel, unix.O_PATH|unix.O_NOFOLLOW)
+	fd, err := n.t.root.open(n.path(), unix.O_PATH|unix.O_NOFOLLOW)
 	if err != nil {
-		return 0, n.t.errno(op, n.rel, err)
+		return 0, n.t.errno(op, n.path(), err)
 	}
 	defer unix.Close(fd)
 	sz, err := fn(fmt.Sprintf("/proc/self/fd/%d", fd))
 	if err != nil {
-		return uint32(max(sz, 0)), n.t.errno(op, n.rel, err)
+		return uint32(max(sz, 0)), n.t.errno(op, n.path(), err)
 	}
 	return uint32(sz), 0
 }
@@ -327,9 +363,9 @@ func (d *roDir) load() syscall.Errno {
 	if d.loaded {
 		return 0
 	}
-	ents, err := readDirFd(d.fd, d.node.t.root.full(d.node.rel))
+	ents, err := readDirFd(d.fd, d.node.t.root.full(d.node.path()))
 	if err != nil {
-		return d.node.t.errno("readdir", d.node.rel, err)
+		return d.node.t.errno("readdir", d.node.path(), err)
 	}
 	d.ents = make([]fuse.DirEntry, len(ents))
 	for i, e := range ents {
@@ -379,7 +415,7 @@ func (d *roDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*f
 	}
 	var st unix.Stat_t
 	if err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return nil, d.node.t.errno("lookup", rel, err)
+		return nil, d.node.t.errno("lookup", d.node.t.path(rel), err)
 	}
 	// Both types are the kernel's struct stat, generated for this platform.
 	sst := (*syscall.Stat_t)(unsafe.Pointer(&st))

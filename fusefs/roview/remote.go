@@ -71,7 +71,8 @@ type RemoteOptions struct {
 // pinned is the snapshot the view shows, with its generated files.
 type pinned struct {
 	name  string
-	tree  *tree
+	tree  *tree  // the view's; its nodes follow the snapshot shown
+	salt  uint64 // of the snapshot's backing inode numbers
 	sums  []byte
 	desc  []byte
 	mtime time.Time
@@ -94,12 +95,20 @@ type RemoteView struct {
 	requests *opstats.FS
 	prune    *prune.Pruner // started once mounted
 	idle     *tree         // accounting for requests made while no snapshot is shown
+	// tree is every snapshot's: its nodes' paths are relative to the
+	// snapshot shown, so a switch can keep the ones that did not change.
+	tree *tree
 
 	mu       sync.Mutex
 	cur      *pinned
 	last     time.Time // end of the last request
 	inflight int
 	open     int
+	// switching holds new requests while a switch checks what the
+	// kernel may keep (keep.go); resumed signals its end.
+	switching bool
+	resumed   *sync.Cond
+	afterKeep func() // test hook: between the switch and invalidate
 
 	refreshMu sync.Mutex // one Refresh at a time
 	next      *pinned    // prepared, waiting for the view to be idle
@@ -156,9 +165,11 @@ func NewRemoteView(opts RemoteOptions) (*RemoteView, error) {
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
+	v.resumed = sync.NewCond(&v.mu)
 	v.idle = &tree{root: v.snaps, act: v, log: log}
 	v.root = &remoteRoot{v: v}
 	v.prune = prune.New(opts.MaxFileInodes, v.root.NotifyPrune, log.With("view", "remote"))
+	v.tree = &tree{root: v.snaps, act: v, prune: v.prune, log: log}
 	v.last = opts.Now()
 	// The first snapshot needs no idle wait: nobody can be pulling yet.
 	if _, err := v.Refresh(); err != nil {
@@ -309,12 +320,28 @@ func (v *RemoteView) Refresh() (bool, error) {
 		return false, nil
 	}
 	v.cur, v.next = v.next, nil
-	name := v.cur.name
+	cur = v.cur
+	name := cur.name
+	oldSnap := v.tree.snap
+	v.tree.snap, v.tree.salt = name, cur.salt
+	v.switching = true
 	v.mu.Unlock()
-	if old != nil {
-		v.invalidate()
+	var kept keepResult
+	if old != nil && v.server != nil {
+		kept = v.keep(oldSnap, cur)
 	}
-	v.log.Info("roview: remote view now shows snapshot", "snapshot", name)
+	v.mu.Lock()
+	v.switching = false
+	v.resumed.Broadcast()
+	v.mu.Unlock()
+	if v.afterKeep != nil {
+		v.afterKeep()
+	}
+	if old != nil {
+		v.invalidate(kept.drop)
+	}
+	v.log.Info("roview: remote view now shows snapshot", "snapshot", name,
+		"kept", kept.kept, "refreshed", kept.refreshed, "dropped", len(kept.drop))
 	return true, nil
 }
 
@@ -322,26 +349,22 @@ func (v *RemoteView) idleLocked() bool {
 	return v.inflight == 0 && v.open == 0 && v.opts.Now().Sub(v.last) >= v.opts.Idle
 }
 
-// invalidate makes the kernel forget the root's entries, so the next
-// lookups reach the new snapshot. It runs without v.mu: the kernel takes
-// the directory's lock, which a concurrent lookup may hold while it waits
-// for us.
-func (v *RemoteView) invalidate() {
+// invalidate makes the kernel forget the entries a switch dropped, and
+// the root's generated files, so the next lookups reach the new snapshot.
+// It runs without v.mu and after the switch: the kernel takes the
+// directory's lock, which a concurrent lookup may hold while it waits for
+// us. keep has already made their attributes stale, so a request in
+// between asks again and gets the new snapshot's.
+func (v *RemoteView) invalidate(drop []dropped) {
 	if v.server == nil {
 		return
 	}
-	names := map[string]bool{SumsName: true, DescName: true, CatalogName: true}
-	for name := range v.root.Children() {
-		names[name] = true
+	for _, n := range []string{SumsName, DescName, CatalogName} {
+		drop = append(drop, dropped{v.root.EmbeddedInode(), n})
 	}
-	sorted := make([]string, 0, len(names))
-	for n := range names {
-		sorted = append(sorted, n)
-	}
-	sort.Strings(sorted)
-	for _, n := range sorted {
-		if errno := v.root.NotifyEntry(n); errno != 0 && errno != syscall.ENOENT {
-			v.log.Warn("roview: remote view could not invalidate an entry", "name", n, "err", errno)
+	for _, d := range drop {
+		if errno := d.parent.NotifyEntry(d.name); errno != 0 && errno != syscall.ENOENT {
+			v.log.Warn("roview: remote view could not invalidate an entry", "name", d.name, "err", errno)
 		}
 	}
 	if errno := v.root.NotifyContent(0, 0); errno != 0 && errno != syscall.ENOENT {
@@ -369,7 +392,8 @@ func (v *RemoteView) prepare(name string) (*pinned, error) {
 	}
 	return &pinned{
 		name:    name,
-		tree:    newTree(v.snaps, name, v, v.prune, v.log),
+		tree:    v.tree,
+		salt:    snapshotSalt(name),
 		sums:    sums,
 		desc:    withCatalog(describe(v.opts.Server, name, at, ents), cat),
 		mtime:   at,
@@ -401,6 +425,9 @@ func (v *RemoteView) manifest(name string) ([]ManifestEntry, error) {
 
 func (v *RemoteView) begin() {
 	v.mu.Lock()
+	for v.switching {
+		v.resumed.Wait()
+	}
 	v.inflight++
 	v.last = v.opts.Now()
 	v.mu.Unlock()
@@ -429,6 +456,9 @@ func (v *RemoteView) released() {
 // enter starts a root request and returns the snapshot it must use.
 func (v *RemoteView) enter() (*pinned, func()) {
 	v.mu.Lock()
+	for v.switching {
+		v.resumed.Wait()
+	}
 	v.inflight++
 	v.last = v.opts.Now()
 	p := v.cur
@@ -470,13 +500,12 @@ func (r *remoteRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 		out.SetAttrTimeout(immutableTimeout)
 		return r.NewInode(ctx, c, fs.StableAttr{Mode: syscall.S_IFREG, Ino: p.ino(name)}), 0
 	}
-	rel := p.name + "/" + name
-	st, err := r.v.snaps.stat(rel)
+	st, err := r.v.snaps.stat(p.name + "/" + name)
 	if err != nil {
-		return nil, toErrno(r.v.log, "lookup "+rel, err)
+		return nil, toErrno(r.v.log, "lookup "+p.name+"/"+name, err)
 	}
 	// Long timeouts: a switch invalidates these entries explicitly.
-	return p.tree.newChild(ctx, r.EmbeddedInode(), rel, &st, out, immutableTimeout), 0
+	return p.tree.newChild(ctx, r.EmbeddedInode(), name, &st, out, immutableTimeout), 0
 }
 
 func (r *remoteRoot) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
