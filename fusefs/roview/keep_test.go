@@ -2,10 +2,14 @@ package roview
 
 import (
 	"bytes"
+	"fmt"
 	"io/fs"
+	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -311,5 +315,72 @@ func TestRemoteViewRequestsWaitForASwitch(t *testing.T) {
 	case <-entered:
 	case <-time.After(10 * time.Second):
 		t.Fatal("a request still waits after the switch")
+	}
+}
+
+// Pulls and switches taking turns over many snapshots: every pull sees
+// exactly the snapshot SNAPSHOT.json names, whatever the kernel kept.
+func TestRemoteViewSwitchesStayExact(t *testing.T) {
+	snapDir := t.TempDir()
+	day := time.Date(2026, 11, 1, 5, 0, 0, 0, time.UTC)
+	name := func(i int) string { return day.AddDate(0, 0, i).Format("2006-01-02T150405") }
+	files := map[string]string{}
+	for i := range 60 {
+		files[fmt.Sprintf("web/demo.softxs.ch/app/d%d/f%02d", i%6, i)] = fmt.Sprint("day 0 file ", i)
+	}
+	makeSnapshot(t, snapDir, name(0), files)
+	setDirTimes(t, filepath.Join(snapDir, name(0)), "", day)
+	clock := newFakeClock()
+	v, mnt := mountRemote(t, RemoteOptions{SnapDir: snapDir, Server: testServer, Idle: 30 * time.Second, Poll: -1, Now: clock.Now})
+	r := rand.New(rand.NewPCG(5, 29))
+	for i := 1; i <= 12; i++ {
+		pullLike(t, mnt)
+		if d := readDesc(t, mnt); d.Snapshot != name(i-1) {
+			t.Fatalf("pull %d: %s names %s", i, DescName, d.Snapshot)
+		}
+		sameTree(t, filepath.Join(snapDir, name(i-1)), mnt)
+		if t.Failed() {
+			t.Fatalf("pull %d: the view is not snapshot %s", i, name(i-1))
+		}
+		// The next night: some files change, go or come, a directory goes
+		// or comes, a file becomes a directory; the rest is linked.
+		var linked []string
+		changed := map[string]string{}
+		for _, p := range slices.Sorted(maps.Keys(files)) {
+			switch k := r.IntN(20); {
+			case k == 0:
+				delete(files, p)
+			case k == 1:
+				files[p] = fmt.Sprint("day ", i, " ", p)
+				changed[p] = files[p]
+			case k == 2 && i%4 == 0 && !strings.Contains(p, "now-a-dir"):
+				delete(files, p)
+				files[p+"/now-a-dir"] = fmt.Sprint("day ", i)
+				changed[p+"/now-a-dir"] = files[p+"/now-a-dir"]
+			default:
+				linked = append(linked, p)
+			}
+		}
+		if i%3 == 0 {
+			for p := range files {
+				if strings.HasPrefix(p, fmt.Sprintf("web/demo.softxs.ch/app/d%d/", i%6)) {
+					delete(files, p)
+					linked = slices.DeleteFunc(linked, func(l string) bool { return l == p })
+					delete(changed, p)
+				}
+			}
+		}
+		for range 3 {
+			p := fmt.Sprintf("web/demo.softxs.ch/app/n%d/f%d", r.IntN(4), r.IntN(1000))
+			files[p] = fmt.Sprint("new on day ", i)
+			changed[p] = files[p]
+		}
+		nextSnapshot(t, snapDir, name(i-1), name(i), linked, changed, day.AddDate(0, 0, i))
+		if i%5 == 0 { // retention took the one shown
+			if err := os.RemoveAll(filepath.Join(snapDir, name(i-1))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		switchNow(t, v, clock)
 	}
 }
