@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/softxs/v2backup/tiers"
 )
 
 // ErrReadOnly is returned by every write to a catalog opened with
@@ -80,9 +82,8 @@ func (db *DB) ExportTo(ctx context.Context, path string) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("catalog %s: export to %s: %w", db.path, path, err)
 	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
+	if err := tiers.SyncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("catalog %s: export to %s: %w", db.path, path, err)
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/softxs/v2backup/tiers"
 )
 
 // DumpStamp is the time layout in dump names, {database}-{stamp}.sql.gz:
@@ -187,7 +189,7 @@ func (r *run) dump(c *conn) (finish func() error, err error) {
 				os.Remove(tmp)
 				return err
 			}
-			if err := syncDir(dbdir); err != nil {
+			if err := tiers.SyncDir(dbdir); err != nil {
 				return err
 			}
 			r.check("dump %s/%s: gzip stream intact, %s of SQL, completion line present", DumpDir, name, humanBytes(size))
@@ -407,7 +409,7 @@ func pruneDumps(dir, db string, keep int) ([]string, error) {
 		}
 		removed = append(removed, n)
 	}
-	return removed, syncDir(dir)
+	return removed, tiers.SyncDir(dir)
 }
 
 // NewestDump is the newest {db}-{stamp}.sql.gz in dir, any database name.

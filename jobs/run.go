@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/softxs/v2backup/jobs/runfile"
@@ -323,21 +322,6 @@ func (r *run) copyFile(src, dst string) error {
 		return err
 	}
 	return r.recordLinks(dstRel, nil)
-}
-
-// syncDir makes a rename in dir durable. A filesystem that cannot fsync a
-// directory (ENOTSUP, EINVAL: some FUSE mounts) is accepted: the rename
-// is atomic there all the same, and its durability is the filesystem's.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.ENOTSUP) && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
 }
 
 // removeStaleTemps removes .tmp-* entries a failed earlier run left in dir.

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/softxs/v2backup/tiers"
 )
 
 // Bundle names in the git/ directory of a backup: a bare repository
@@ -151,7 +153,7 @@ func (r *run) bundle(rp repo, dst string) error {
 	if err := os.Rename(tmp, dst); err != nil {
 		return err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := tiers.SyncDir(dir); err != nil {
 		return err
 	}
 	r.check("git %s: bundle %s passes git bundle verify", rp.rel, strings.TrimPrefix(dst, r.dir+"/"))

@@ -2,6 +2,8 @@ package tiers
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -191,4 +193,21 @@ func mustRelpath(t *testing.T, s string) Relpath {
 		t.Fatal(err)
 	}
 	return v
+}
+
+func TestSyncDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := SyncDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{filepath.Join(dir, "missing"), filepath.Join(dir, "file")} {
+		if bad == filepath.Join(dir, "file") {
+			if err := os.WriteFile(bad, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := SyncDir(bad); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("SyncDir(%s) = %v, want an error naming it", bad, err)
+		}
+	}
 }

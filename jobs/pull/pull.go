@@ -522,7 +522,7 @@ func (o *Options) switchIn(ctx context.Context, staging, current string, hasCurr
 		return fmt.Errorf("moving %s to %s: %w", staging, current, err)
 	}
 	for _, d := range []string{filepath.Dir(current), filepath.Dir(staging)} {
-		if err := syncDir(d); err != nil {
+		if err := tiers.SyncDir(d); err != nil {
 			return err
 		}
 	}
@@ -532,18 +532,6 @@ func (o *Options) switchIn(ctx context.Context, staging, current string, hasCurr
 		if err := os.RemoveAll(staging); err != nil {
 			o.log().Warn("pull: could not remove the replaced copy; the next pull reuses it as staging", "dir", staging, "err", err)
 		}
-	}
-	return nil
-}
-
-func syncDir(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	if err := unix.Fsync(fd); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/renameio/v2"
+	"github.com/softxs/v2backup/tiers"
 )
 
 // Status of an application in a snapshot, as its history file reports it.
@@ -164,7 +165,7 @@ func WriteHistory(dir string, h History) error {
 	if err := renameio.WriteFile(path, b.Bytes(), 0o644, renameio.WithTempDir(dir)); err != nil {
 		return fmt.Errorf("writing history file %s: %w", path, err)
 	}
-	return syncDir(dir)
+	return tiers.SyncDir(dir)
 }
 
 // ReadHistory parses a history file written by WriteHistory. Errors name

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/google/renameio/v2"
-	"golang.org/x/sys/unix"
+	"github.com/softxs/v2backup/tiers"
 )
 
 // Info describes one complete snapshot.
@@ -75,7 +75,7 @@ func UpdateLatest(snapdir string) (Info, bool, error) {
 		if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return Info{}, false, fmt.Errorf("removing latest link: %w", err)
 		}
-		return Info{}, false, syncDir(snapdir)
+		return Info{}, false, tiers.SyncDir(snapdir)
 	}
 	if cur, err := os.Readlink(link); err == nil && cur == info.Name {
 		return info, true, nil
@@ -83,20 +83,7 @@ func UpdateLatest(snapdir string) (Info, bool, error) {
 	if err := renameio.Symlink(info.Name, link); err != nil {
 		return Info{}, false, fmt.Errorf("pointing %s at %s: %w", link, info.Name, err)
 	}
-	return info, true, syncDir(snapdir)
-}
-
-// syncDir makes the entries of dir (renames, new names) durable.
-func syncDir(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("opening %s to sync it: %w", dir, err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Fsync(fd); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
+	return info, true, tiers.SyncDir(snapdir)
 }
 
 // workDirs returns the names in snapdir that start with prefix.
