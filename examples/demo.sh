@@ -49,9 +49,11 @@ fi
 
 step "2. the applications and their database server"
 # MariaDB in the demo directory, on a socket, no network.
-mkdir -p "$D/mysql"
-mariadb-install-db --no-defaults --datadir="$D/mysql/data" --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
-mariadbd --no-defaults --datadir="$D/mysql/data" --socket="$D/mysql/sock" --skip-networking --user=root \
+# Its own tmpdir: a starting server removes the temporary tables it finds
+# there, so two sharing /tmp can spoil each other's install.
+mkdir -p "$D/mysql/tmp"
+mariadb-install-db --no-defaults --datadir="$D/mysql/data" --tmpdir="$D/mysql/tmp" --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
+mariadbd --no-defaults --datadir="$D/mysql/data" --tmpdir="$D/mysql/tmp" --socket="$D/mysql/sock" --skip-networking --user=root \
 	--pid-file="$D/mysql/pid" --log-error="$D/mysql/err.log" &
 MARIADB=$!
 for _ in $(seq 100); do [ -S "$D/mysql/sock" ] && break; sleep 0.1; done
