@@ -327,9 +327,11 @@ func (v *RemoteView) Refresh() (bool, error) {
 	v.switching = true
 	v.mu.Unlock()
 	var kept keepResult
+	start := time.Now()
 	if old != nil && v.server != nil {
 		kept = v.keep(oldSnap, cur)
 	}
+	held := time.Since(start)
 	v.mu.Lock()
 	v.switching = false
 	v.resumed.Broadcast()
@@ -341,7 +343,7 @@ func (v *RemoteView) Refresh() (bool, error) {
 		v.invalidate(kept.drop)
 	}
 	v.log.Info("roview: remote view now shows snapshot", "snapshot", name,
-		"kept", kept.kept, "refreshed", kept.refreshed, "dropped", len(kept.drop))
+		"kept", kept.kept, "refreshed", kept.refreshed, "dropped", len(kept.drop), "requests_held", held.Round(time.Millisecond))
 	return true, nil
 }
 
