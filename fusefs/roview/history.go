@@ -84,7 +84,7 @@ func (l *snapList) latestNode(ctx context.Context) *fs.Inode {
 
 func (l *snapList) snapshotNode(ctx context.Context, name string) *fs.Inode {
 	if l.admin() {
-		t := newTree(l.snaps, name, nil, nil, l.log)
+		t := newTree(l.snaps, name, l.log)
 		return l.NewInode(ctx, &roNode{t: t, rel: name}, fs.StableAttr{Mode: syscall.S_IFDIR, Ino: synthIno("history", l.snaps.path, "", name)})
 	}
 	d := &histDir{l: l, snap: name}
@@ -291,7 +291,7 @@ func (d *histDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	}
 	if c.leaf != "" {
 		// Short entry timeout: the relpath may leave this VM on reload.
-		t := newTree(d.l.snaps, d.snap, nil, nil, d.l.log)
+		t := newTree(d.l.snaps, d.snap, d.l.log)
 		return t.newChild(ctx, d.EmbeddedInode(), d.backing(c.leaf), st, out, listTimeout), 0
 	}
 	ref, _ := d.l.snaps.stat(d.snap)

@@ -59,8 +59,10 @@ func (t *tree) path(rel string) string {
 	return t.snap + "/" + rel
 }
 
-func newTree(root *snapRoot, snapshot string, act activity, pr *prune.Pruner, log *slog.Logger) *tree {
-	return &tree{root: root, salt: snapshotSalt(snapshot), act: act, prune: pr, log: log}
+// newTree is a tree of the history: snapshot's nodes, unwatched and
+// uncapped, with paths that name the snapshot.
+func newTree(root *snapRoot, snapshot string, log *slog.Logger) *tree {
+	return &tree{root: root, salt: snapshotSalt(snapshot), log: log}
 }
 
 func (t *tree) enter() func() {
@@ -145,9 +147,10 @@ func (n *roNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*
 		return nil, syscall.ENOENT
 	}
 	rel := n.rel + "/" + name
-	st, err := n.t.root.stat(n.t.path(rel))
+	p := n.t.path(rel)
+	st, err := n.t.root.stat(p)
 	if err != nil {
-		return nil, n.t.errno("lookup", n.t.path(rel), err)
+		return nil, n.t.errno("lookup", p, err)
 	}
 	return n.t.newChild(ctx, n.EmbeddedInode(), rel, &st, out, immutableTimeout), 0
 }

@@ -71,8 +71,6 @@ type RemoteOptions struct {
 // pinned is the snapshot the view shows, with its generated files.
 type pinned struct {
 	name  string
-	tree  *tree  // the view's; its nodes follow the snapshot shown
-	salt  uint64 // of the snapshot's backing inode numbers
 	sums  []byte
 	desc  []byte
 	mtime time.Time
@@ -323,7 +321,7 @@ func (v *RemoteView) Refresh() (bool, error) {
 	cur = v.cur
 	name := cur.name
 	oldSnap := v.tree.snap
-	v.tree.snap, v.tree.salt = name, cur.salt
+	v.tree.snap, v.tree.salt = name, snapshotSalt(name)
 	v.switching = true
 	v.mu.Unlock()
 	var kept keepResult
@@ -394,8 +392,6 @@ func (v *RemoteView) prepare(name string) (*pinned, error) {
 	}
 	return &pinned{
 		name:    name,
-		tree:    v.tree,
-		salt:    snapshotSalt(name),
 		sums:    sums,
 		desc:    withCatalog(describe(v.opts.Server, name, at, ents), cat),
 		mtime:   at,
@@ -427,12 +423,17 @@ func (v *RemoteView) manifest(name string) ([]ManifestEntry, error) {
 
 func (v *RemoteView) begin() {
 	v.mu.Lock()
+	v.beginLocked()
+	v.mu.Unlock()
+}
+
+// beginLocked counts a request in, once no switch is in progress.
+func (v *RemoteView) beginLocked() {
 	for v.switching {
 		v.resumed.Wait()
 	}
 	v.inflight++
 	v.last = v.opts.Now()
-	v.mu.Unlock()
 }
 
 func (v *RemoteView) end() {
@@ -458,11 +459,7 @@ func (v *RemoteView) released() {
 // enter starts a root request and returns the snapshot it must use.
 func (v *RemoteView) enter() (*pinned, func()) {
 	v.mu.Lock()
-	for v.switching {
-		v.resumed.Wait()
-	}
-	v.inflight++
-	v.last = v.opts.Now()
+	v.beginLocked()
 	p := v.cur
 	v.mu.Unlock()
 	return p, v.end
@@ -487,7 +484,7 @@ func (r *remoteRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 		if name == DescName {
 			data = p.desc
 		}
-		g := &genFile{data: data, mtime: p.mtime, t: p.tree}
+		g := &genFile{data: data, mtime: p.mtime, t: r.v.tree}
 		g.attr(&out.Attr)
 		out.SetEntryTimeout(immutableTimeout)
 		out.SetAttrTimeout(immutableTimeout)
@@ -496,7 +493,7 @@ func (r *remoteRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 		if p.catalog == nil {
 			return nil, syscall.ENOENT
 		}
-		c := &catalogFile{c: p.catalog, t: p.tree}
+		c := &catalogFile{c: p.catalog, t: r.v.tree}
 		c.attr(&out.Attr)
 		out.SetEntryTimeout(immutableTimeout)
 		out.SetAttrTimeout(immutableTimeout)
@@ -507,7 +504,7 @@ func (r *remoteRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 		return nil, toErrno(r.v.log, "lookup "+p.name+"/"+name, err)
 	}
 	// Long timeouts: a switch invalidates these entries explicitly.
-	return p.tree.newChild(ctx, r.EmbeddedInode(), name, &st, out, immutableTimeout), 0
+	return r.v.tree.newChild(ctx, r.EmbeddedInode(), name, &st, out, immutableTimeout), 0
 }
 
 func (r *remoteRoot) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
@@ -516,7 +513,7 @@ func (r *remoteRoot) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHa
 	t := r.v.idle
 	var ents []fuse.DirEntry
 	if p != nil {
-		t = p.tree
+		t = r.v.tree
 		list, err := r.v.snaps.readDir(p.name)
 		if err != nil {
 			return nil, 0, toErrno(r.v.log, "opendir "+p.name, err)
