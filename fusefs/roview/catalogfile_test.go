@@ -43,14 +43,7 @@ func TestRemoteViewShipsCatalog(t *testing.T) {
 
 	// The next night: the snapshot appears before its export is written.
 	makeSnapshot(t, snapDir, "2026-11-29T050000", map[string]string{"web/hydro/a.txt": "day 2"})
-	eventually(t, "the view moves to the new snapshot", func() bool {
-		clock.Advance(time.Minute)
-		ok, err := v.Refresh()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ok
-	})
+	switchNow(t, v, clock)
 	if d := readCatalogDesc(t, mnt); d.Snapshot != "2026-11-29T050000" || d.CatalogSHA256 != "" {
 		t.Fatalf("description before the export: %+v", d)
 	}
@@ -58,15 +51,8 @@ func TestRemoteViewShipsCatalog(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(shipped, "2026-11-29T050000.db"), content, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// Releases reach the view asynchronously: poll until it is idle.
-	eventually(t, "the view re-prepares the snapshot with its export", func() bool {
-		clock.Advance(time.Minute)
-		ok, err := v.Refresh()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ok
-	})
+	// The view re-prepares the snapshot with its export once idle.
+	switchNow(t, v, clock)
 	// Nothing changes while nothing new appears.
 	if ok, err := v.Refresh(); err != nil || ok {
 		t.Fatalf("refresh with nothing new: %v %v", ok, err)

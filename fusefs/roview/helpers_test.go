@@ -136,6 +136,20 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// switchNow moves the view to the newest snapshot once it is idle: the
+// kernel sends RELEASE in the background, after close(2) returned.
+func switchNow(t *testing.T, v *RemoteView, clock *fakeClock) {
+	t.Helper()
+	eventually(t, "the view to switch", func() bool {
+		clock.Advance(time.Hour)
+		switched, err := v.Refresh()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return switched
+	})
+}
+
 // fakeClock is an injected clock the test moves by hand.
 type fakeClock struct {
 	mu  chan struct{}

@@ -121,20 +121,6 @@ func sameTree(t *testing.T, dir, mnt string) {
 	}
 }
 
-// switchNow moves the view to the newest snapshot once it is idle: the
-// kernel sends RELEASE in the background, after close(2) returned.
-func switchNow(t *testing.T, v *RemoteView, clock *fakeClock) {
-	t.Helper()
-	eventually(t, "the view to switch", func() bool {
-		clock.Advance(time.Hour)
-		switched, err := v.Refresh()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return switched
-	})
-}
-
 // A switch keeps what the kernel knows of paths that did not change, and
 // the view then shows exactly the new snapshot: changed, gone, retyped and
 // new entries included, through the kernel's caches.

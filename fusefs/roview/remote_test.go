@@ -117,13 +117,11 @@ func TestRemoteViewPinsASnapshotDuringAPull(t *testing.T) {
 	if switched, _ := v.Refresh(); switched {
 		t.Fatalf("switched right after the pull, before the idle period")
 	}
-	// The pull is over; once idle, the view moves on. Releases reach the
-	// server asynchronously, so poll.
-	eventually(t, "the switch", func() bool {
-		clock.Advance(time.Minute)
-		v.Refresh()
-		return v.Snapshot() == "2026-11-29T050000"
-	})
+	// The pull is over; once idle, the view moves on.
+	switchNow(t, v, clock)
+	if v.Snapshot() != "2026-11-29T050000" {
+		t.Fatalf("the view moved to %s", v.Snapshot())
+	}
 	if d := readDesc(t, mnt); d.Snapshot != "2026-11-29T050000" || d.Files != 3 {
 		t.Errorf("description after the switch = %+v", d)
 	}
