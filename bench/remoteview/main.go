@@ -506,16 +506,8 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 	}
 	// The running view moves to the new snapshot once idle, as between
 	// two daily pulls; later rounds start fresh views on it.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		b, _ := os.ReadFile(filepath.Join(mnt, roview.DescName))
-		if strings.Contains(string(b), second) {
-			break
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the view did not move to %s", second)
-		}
-		time.Sleep(300 * time.Millisecond) // let the view go idle
+	if err := waitShows(mnt, second); err != nil {
+		return err
 	}
 	// second pull: into a copy of the first pull's result
 	seed := func(base string) func(string) error {
@@ -565,14 +557,7 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 		if err != nil {
 			return nil, err
 		}
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(300 * time.Millisecond) {
-			if b, _ := os.ReadFile(filepath.Join(v.mnt, roview.DescName)); strings.Contains(string(b), second) {
-				return v, nil
-			}
-			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("the view did not move to %s", second)
-			}
-		}
+		return v, waitShows(v.mnt, second)
 	}
 	pull3, err := measure("pull3", filepath.Join(snapDir, second), second, seedBoth, switched)
 	if err != nil {
@@ -610,6 +595,19 @@ func run(nfiles int, sshHost string, sshd bool, rounds int) error {
 		}
 	}
 	return nil
+}
+
+// waitShows waits up to a minute for the view at mnt to show snapshot,
+// which it moves to once idle.
+func waitShows(mnt, snapshot string) error {
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(300 * time.Millisecond) {
+		if b, _ := os.ReadFile(filepath.Join(mnt, roview.DescName)); strings.Contains(string(b), snapshot) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the view did not move to %s", snapshot)
+		}
+	}
 }
 
 func roundsDirect(rs []round) []time.Duration {
