@@ -28,6 +28,7 @@ import (
 
 	"github.com/softxs/v2backup/fusefs/internal/opstats"
 	"github.com/softxs/v2backup/fusefs/internal/prune"
+	"github.com/softxs/v2backup/fusefs/internal/uring"
 	"github.com/softxs/v2backup/fusefs/route"
 )
 
@@ -78,6 +79,9 @@ type Config struct {
 	// NoPassthrough disables kernel FUSE passthrough even where the
 	// kernel offers it (every read and write then goes through the daemon).
 	NoPassthrough bool
+	// NoURing serves requests through /dev/fuse even where the kernel
+	// lets FUSE use io_uring (see fusefs/internal/uring).
+	NoURing bool
 	// Stats counts the requests the kernel sends, per opcode, and the
 	// time their handlers take (Mount.Stats); off by default.
 	Stats bool
@@ -92,7 +96,7 @@ type Config struct {
 type Mount struct {
 	mountpoint string
 	fsys       *filesystem
-	server     *fuse.Server
+	server     *uring.Conn
 	stats      *opstats.FS // nil unless Config.Stats
 	unmountMu  sync.Mutex
 	unmounted  bool
@@ -150,22 +154,17 @@ func MountVM(mountpoint string, cfg Config) (*Mount, error) {
 		stats = opstats.Wrap(raw)
 		raw = stats
 	}
-	server, err := fuse.NewServer(raw, mountpoint, &opts.MountOptions)
+	server, err := uring.NewServer(raw, mountpoint, &opts.MountOptions, cfg.NoURing, lg)
 	if err != nil {
-		fsys.close()
-		return nil, fmt.Errorf("fusefs: mount VM %q at %s: %w", cfg.VM, mountpoint, err)
-	}
-	go server.Serve()
-	if err := server.WaitMount(); err != nil {
-		// The serving loop ends by itself when the mount failed.
 		fsys.close()
 		return nil, fmt.Errorf("fusefs: mount VM %q at %s: %w", cfg.VM, mountpoint, err)
 	}
 	m := &Mount{mountpoint: mountpoint, fsys: fsys, server: server, stats: stats}
 	fsys.prune.Start()
-	fsys.passthrough.Store(!cfg.NoPassthrough && probePassthrough(server, fsys.rootFd))
+	fsys.passthrough.Store(!cfg.NoPassthrough && probePassthrough(server.Server, fsys.rootFd))
 	lg.Info("fusefs: mounted", "vm", cfg.VM, "mountpoint", mountpoint,
-		"backing", fsys.backing, "apps", len(cfg.Apps), "passthrough", fsys.passthrough.Load())
+		"backing", fsys.backing, "apps", len(cfg.Apps), "passthrough", fsys.passthrough.Load(),
+		"transport", server.Transport())
 	return m, nil
 }
 
@@ -203,6 +202,13 @@ func (m *Mount) Passthrough() bool { return m.fsys.passthrough.Load() }
 func (m *Mount) FileInodes() (live, pruned int64) {
 	return m.fsys.prune.Live(), m.fsys.prune.Pruned()
 }
+
+// Transport names how the kernel's requests reach the daemon:
+// "io_uring" or "/dev/fuse".
+func (m *Mount) Transport() string { return m.server.Transport() }
+
+// RingRequests reports how many requests came through io_uring.
+func (m *Mount) RingRequests() uint64 { return m.server.RingRequests() }
 
 // Mountpoint returns where the filesystem is mounted.
 func (m *Mount) Mountpoint() string { return m.mountpoint }

@@ -15,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/softxs/v2backup/fusefs/internal/opstats"
 	"github.com/softxs/v2backup/fusefs/internal/prune"
+	"github.com/softxs/v2backup/fusefs/internal/uring"
 	"github.com/softxs/v2backup/tiers"
 )
 
@@ -58,6 +59,9 @@ type RemoteOptions struct {
 	Logger *slog.Logger
 	// Debug traces the FUSE protocol.
 	Debug bool
+	// NoURing serves requests through /dev/fuse even where the kernel
+	// lets FUSE use io_uring (see fusefs/internal/uring).
+	NoURing bool
 	// ShippedDir, if set, holds the host's catalog exports, one
 	// {snapshot}.db per snapshot, served as CATALOG.db (see CatalogName).
 	ShippedDir string
@@ -88,7 +92,7 @@ type RemoteView struct {
 	snaps  *snapRoot
 	cache  manifestCache
 	root   *remoteRoot
-	server *fuse.Server
+	server *uring.Conn
 	// requests counts what the kernel asks of a mounted view
 	requests *opstats.FS
 	prune    *prune.Pruner // started once mounted
@@ -186,15 +190,11 @@ func MountRemoteView(mountpoint string, opts RemoteOptions) (*RemoteView, error)
 	}
 	mo := mountOptions("v2backup-remote", opts.AllowOther, opts.Debug, v.log)
 	v.requests = opstats.Wrap(fs.NewNodeFS(v.root, mo))
-	srv, err := fuse.NewServer(v.requests, mountpoint, &mo.MountOptions)
+	srv, err := uring.NewServer(v.requests, mountpoint, &mo.MountOptions, opts.NoURing, v.log)
 	if err != nil {
 		return nil, fmt.Errorf("mount remote view of %s at %s: %w", opts.SnapDir, mountpoint, err)
 	}
-	go srv.Serve()
-	if err := srv.WaitMount(); err != nil {
-		srv.Unmount()
-		return nil, fmt.Errorf("mount remote view of %s at %s: %w", opts.SnapDir, mountpoint, err)
-	}
+	v.log.Info("roview: remote view mounted", "mountpoint", mountpoint, "transport", srv.Transport())
 	v.server = srv
 	v.prune.Start()
 	if v.opts.Poll > 0 {
@@ -227,7 +227,21 @@ func (v *RemoteView) FileInodes() (live, pruned int64) {
 }
 
 // Server is the FUSE server of a mounted view.
-func (v *RemoteView) Server() *fuse.Server { return v.server }
+func (v *RemoteView) Server() *fuse.Server {
+	if v.server == nil {
+		return nil
+	}
+	return v.server.Server
+}
+
+// Transport names how the kernel's requests reach the mounted view:
+// "io_uring" or "/dev/fuse".
+func (v *RemoteView) Transport() string {
+	if v.server == nil {
+		return ""
+	}
+	return v.server.Transport()
+}
 
 // Unmount stops polling and unmounts the view.
 func (v *RemoteView) Unmount() error {

@@ -4,7 +4,7 @@
 //
 //	mountcmd -mountpoint DIR -local-root DIR -vm NAME -app hydro=demo.softxs.ch/hydro ...
 //
-// It prints "ready passthrough=BOOL" on stdout once mounted, serves until
+// It prints "ready passthrough=BOOL transport=T" on stdout once mounted, serves until
 // SIGTERM or SIGINT, then unmounts and exits 0. Exit status 1: bad flags
 // or mount failure; 2: unmount failure.
 //
@@ -82,6 +82,7 @@ func main() {
 	vm := flag.String("vm", "", "VM name")
 	debug := flag.Bool("debug", false, "trace the FUSE protocol")
 	noPT := flag.Bool("no-passthrough", false, "serve all data through the daemon")
+	noURing := flag.Bool("no-uring", false, "serve requests through /dev/fuse even where the kernel offers io_uring")
 	ttl := flag.Duration("ttl", 0, "kernel cache timeout (0: default)")
 	events := flag.String("events", "", "append Recorder events to this file")
 	verbose := flag.Bool("v", false, "log at debug level")
@@ -104,7 +105,7 @@ func main() {
 	// As serve does: the benchmark reads this process's resident memory.
 	memlimit.Keep(context.Background(), memlimit.Default, memlimit.Interval, lg)
 	cfg := fusefs.Config{VM: *vm, LocalRoot: *localRoot, Apps: apps, Logger: lg, Debug: *debug,
-		CacheTTL: *ttl, NoPassthrough: *noPT, Stats: *stats, MaxFileInodes: *maxInodes}
+		CacheTTL: *ttl, NoPassthrough: *noPT, NoURing: *noURing, Stats: *stats, MaxFileInodes: *maxInodes}
 	if *events != "" && *catalogPath != "" {
 		fmt.Fprintln(os.Stderr, "mountcmd: -events and -catalog are exclusive (one Recorder per mount)")
 		os.Exit(1)
@@ -188,7 +189,7 @@ func main() {
 			}
 		}()
 	}
-	fmt.Printf("ready passthrough=%v\n", m.Passthrough())
+	fmt.Printf("ready passthrough=%v transport=%s\n", m.Passthrough(), m.Transport())
 	s := <-sigs
 	lg.Info("mountcmd: unmounting", "signal", s.String())
 	if *cpuprofile != "" {
