@@ -287,10 +287,16 @@ func RecoverStale(mountpoint string) error {
 	// cache even when the daemon behind the mount is gone.
 	var sfs unix.Statfs_t
 	err := unix.Statfs(mountpoint, &sfs)
+	// A connection served through io_uring is torn down asynchronously
+	// after its daemon died; until then a request fails with ECANCELED.
+	for deadline := time.Now().Add(2 * time.Second); errors.Is(err, unix.ECANCELED) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		err = unix.Statfs(mountpoint, &sfs)
+	}
 	if err == nil {
 		return nil
 	}
-	if !errors.Is(err, unix.ENOTCONN) && !errors.Is(err, unix.ECONNABORTED) {
+	if !errors.Is(err, unix.ENOTCONN) && !errors.Is(err, unix.ECONNABORTED) && !errors.Is(err, unix.ECANCELED) {
 		return fmt.Errorf("fusefs: check mount point %s: %w", mountpoint, err)
 	}
 	if err := unix.Unmount(mountpoint, unix.MNT_DETACH); err != nil {

@@ -460,7 +460,9 @@ func TestRecorderEvents(t *testing.T) {
 	}
 	tm.rec.waitEvent(t, "written blog web/www.softxs.ch/blog/post")
 	// Opening for reading records nothing.
+	tm.rec.mu.Lock()
 	before := len(tm.rec.events)
+	tm.rec.mu.Unlock()
 	if _, err := os.ReadFile(tm.p("www.softxs.ch/blog/post")); err != nil {
 		t.Fatal(err)
 	}
