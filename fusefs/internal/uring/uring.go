@@ -62,6 +62,23 @@ func Enabled() bool {
 	return err == nil && strings.TrimSpace(string(b)) == "Y"
 }
 
+// Enable switches FUSE over io_uring on for connections made from now on
+// (root only) and returns a function that puts the previous setting
+// back. It fails when the kernel has no FUSE over io_uring.
+func Enable() (restore func(), err error) {
+	old, err := os.ReadFile(ParamPath)
+	if err != nil {
+		return nil, fmt.Errorf("uring: this kernel has no FUSE over io_uring (Linux 6.14+, CONFIG_FUSE_IO_URING): %w", err)
+	}
+	if strings.TrimSpace(string(old)) == "Y" {
+		return func() {}, nil
+	}
+	if err := os.WriteFile(ParamPath, []byte("Y"), 0); err != nil {
+		return nil, fmt.Errorf("uring: enable FUSE over io_uring: %w", err)
+	}
+	return func() { os.WriteFile(ParamPath, old, 0) }, nil
+}
+
 // Server is the set of ring threads of one FUSE connection.
 type Server struct {
 	log      *slog.Logger

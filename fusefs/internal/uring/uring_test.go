@@ -44,19 +44,14 @@ func needURing(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount")
 	}
-	old, err := os.ReadFile(ParamPath)
-	if errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(ParamPath); errors.Is(err, os.ErrNotExist) {
 		t.Skip("this kernel has no FUSE over io_uring (Linux 6.14+, CONFIG_FUSE_IO_URING)")
 	}
+	restore, err := Enable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.TrimSpace(string(old)) != "Y" {
-		if err := os.WriteFile(ParamPath, []byte("Y"), 0); err != nil {
-			t.Fatalf("enable FUSE over io_uring: %v", err)
-		}
-		t.Cleanup(func() { os.WriteFile(ParamPath, old, 0) })
-	}
+	t.Cleanup(restore)
 }
 
 func quietLogger() *slog.Logger {
