@@ -106,7 +106,8 @@ type worker struct {
 }
 
 // Prepare starts perQueue threads for each of the kernel's queues (one
-// per possible CPU), each pinned to its CPU with an io_uring of its own.
+// per possible CPU; one thread for a CPU that is not online), each
+// pinned to its CPU with an io_uring of its own.
 // It fails when io_uring cannot be set up in this process; the caller
 // then mounts without offering io_uring to the kernel. payload is the
 // connection's largest READ or WRITE (its MaxWrite).
@@ -130,11 +131,13 @@ func Prepare(perQueue, payload int, logger *slog.Logger) (*Server, error) {
 	s := &Server{log: logger, start: make(chan struct{}), payload: payload}
 	errs := make(chan error, possible*perQueue)
 	for qid := 0; qid < possible; qid++ {
-		cpu := qid
+		cpu, threads := qid, perQueue
 		if !online[qid] {
-			cpu = -1
+			// The kernel wants a queue for every possible CPU, but
+			// one that is not online asks nothing until it is.
+			cpu, threads = -1, 1
 		}
-		for range perQueue {
+		for range threads {
 			w := &worker{s: s, qid: qid, cpu: cpu, started: make(chan error, 1)}
 			s.workers = append(s.workers, w)
 			s.wg.Add(1)
@@ -217,18 +220,13 @@ func (s *Server) Wait() { s.wg.Wait() }
 // Requests reports how many requests the rings have answered.
 func (s *Server) Requests() uint64 { return s.requests.Load() }
 
-// Queues reports the number of kernel queues and threads per queue.
-func (s *Server) Queues() (queues, perQueue int) {
+// Queues reports the number of kernel queues and of threads serving
+// them.
+func (s *Server) Queues() (queues, threads int) {
 	if len(s.workers) == 0 {
 		return 0, 0
 	}
-	n := 0
-	for _, w := range s.workers {
-		if w.qid == 0 {
-			n++
-		}
-	}
-	return len(s.workers) / n, n
+	return s.workers[len(s.workers)-1].qid + 1, len(s.workers)
 }
 
 func (w *worker) run(setup chan<- error) {
