@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -278,4 +279,26 @@ func TestPrepareClose(t *testing.T) {
 	}
 	rings.Close()
 	rings.Wait()
+}
+
+// TestABISizes: the structures shared with the kernel have the sizes of
+// linux/io_uring.h and linux/fuse.h.
+func TestABISizes(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"io_uring_sqe (SQE128)", unsafe.Sizeof(sqe{}), sqeSize},
+		{"io_uring_cqe", unsafe.Sizeof(cqe{}), cqeSize},
+		{"io_uring_params", unsafe.Sizeof(params{}), 120},
+		{"fuse_in_header", uintptr(inHeaderSize), 40},
+		{"fuse_out_header", uintptr(outHeaderSize), 16},
+		{"fuse_uring_req_header", headerSize, 288},
+		{"sqe.cmd offset", unsafe.Offsetof(sqe{}.cmd), 48},
+		{"sqe.userData offset", unsafe.Offsetof(sqe{}.userData), 32},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %d bytes, want %d", c.name, c.got, c.want)
+		}
+	}
 }
