@@ -252,8 +252,17 @@ func (w *worker) run(setup chan<- error) {
 	if err != nil {
 		return
 	}
-	defer r.close()
-	defer unix.Munmap(w.buf)
+	// The kernel may write into the buffer as long as it holds it
+	// registered: it is unmapped only after the ring is closed, and
+	// only when the entry never registered or the connection ended
+	// (which tears the entry down); otherwise it is left mapped.
+	safe := true
+	defer func() {
+		r.close()
+		if safe {
+			unix.Munmap(w.buf)
+		}
+	}()
 
 	<-w.s.start
 	if w.s.closed.Load() {
@@ -274,44 +283,49 @@ func (w *worker) run(setup chan<- error) {
 		binary.LittleEndian.PutUint16(sq.cmd[16:], 0xffff)
 	}
 	// A REGISTER that fails completes at once; one that succeeds
-	// completes only when the first request arrives.
-	if err := r.submit(); err != nil {
+	// completes when the first request arrives (and, with
+	// DEFER_TASKRUN, only once this thread waits for it).
+	err = r.submit()
+	runtime.KeepAlive(&iov)
+	if err != nil {
 		w.started <- err
 		return
 	}
-	if c, ok := r.reap(); ok {
-		w.started <- fmt.Errorf("register: %w", unix.Errno(-c.res))
+	first, ok := r.reap()
+	if ok && first.res < 0 {
+		w.started <- fmt.Errorf("register: %w", unix.Errno(-first.res))
 		return
 	}
+	safe = false
 	if w.s.poison {
 		w.started <- errors.New("register of an invalid queue did not fail")
 		return
 	}
 	w.started <- nil
-	runtime.KeepAlive(&iov)
 
 	for {
-		if err := r.submitAndWait(); err != nil {
-			w.s.log.Error("fuse io_uring: wait", "queue", w.qid, "err", err)
-			return
-		}
-		for {
-			c, ok := r.reap()
-			if !ok {
-				break
-			}
-			if c.res < 0 {
-				errno := unix.Errno(-c.res)
-				switch errno {
-				case unix.ENOTCONN, unix.ECANCELED, unix.ECONNABORTED, unix.ENODEV:
-				default:
-					w.s.log.Error("fuse io_uring: queue ends", "queue", w.qid, "err", errno)
-				}
+		if !ok {
+			if err := r.submitAndWait(); err != nil {
+				w.s.log.Error("fuse io_uring: wait", "queue", w.qid, "err", err)
 				return
 			}
-			commitID := w.serve()
-			w.fill(r.nextSQE(), cmdCommitAndFetch, commitID)
+			first, ok = r.reap()
+			continue
 		}
+		c := first
+		ok = false
+		if c.res < 0 {
+			errno := unix.Errno(-c.res)
+			switch errno {
+			case unix.ENOTCONN, unix.ECANCELED, unix.ECONNABORTED, unix.ENODEV:
+				safe = true
+			default:
+				w.s.log.Error("fuse io_uring: queue ends", "queue", w.qid, "err", errno)
+			}
+			return
+		}
+		commitID := w.serve()
+		w.fill(r.nextSQE(), cmdCommitAndFetch, commitID)
 	}
 }
 
