@@ -513,9 +513,10 @@ func (r *remoteRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 		out.SetAttrTimeout(immutableTimeout)
 		return r.NewInode(ctx, c, fs.StableAttr{Mode: syscall.S_IFREG, Ino: p.ino(name)}), 0
 	}
-	st, err := r.v.snaps.stat(p.name + "/" + name)
+	backing := p.name + "/" + name
+	st, err := r.v.snaps.stat(backing)
 	if err != nil {
-		return nil, toErrno(r.v.log, "lookup "+p.name+"/"+name, err)
+		return nil, toErrno(r.v.log, "lookup "+backing, err)
 	}
 	// Long timeouts: a switch invalidates these entries explicitly.
 	return r.v.tree.newChild(ctx, r.EmbeddedInode(), name, &st, out, immutableTimeout), 0

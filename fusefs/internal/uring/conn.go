@@ -54,9 +54,8 @@ func NewServer(raw fuse.RawFileSystem, mountpoint string, opts *fuse.MountOption
 	}
 	// Mounted already: go-fuse must not mount again (DirectMount would
 	// mount over the /dev/fd/N path).
-	so := o
-	so.DirectMount, so.DirectMountStrict = false, false
-	srv, err := fuse.NewServer(raw, DevPath(fd), &so)
+	o.DirectMount, o.DirectMountStrict = false, false
+	srv, err := fuse.NewServer(raw, DevPath(fd), &o)
 	if err != nil {
 		rings.Close()
 		unix.Unmount(mountpoint, unix.MNT_DETACH)
@@ -67,7 +66,7 @@ func NewServer(raw fuse.RawFileSystem, mountpoint string, opts *fuse.MountOption
 		// The kernel now holds every request until each queue has a
 		// buffer, or until a registration fails (then it goes back to
 		// /dev/fuse by itself).
-		if err := rings.Start(fd, raw, &so, srv.KernelSettings()); err != nil {
+		if err := rings.Start(fd, raw, &o, srv.KernelSettings()); err != nil {
 			logger.Warn("fuse io_uring: registration failed, serving through /dev/fuse", "mountpoint", mountpoint, "err", err)
 		} else {
 			c.rings = rings

@@ -153,48 +153,28 @@ func (r *ring) nextSQE() *sqe {
 	return s
 }
 
-// submitAndWait submits the pending SQEs and waits for at least one
-// completion.
-func (r *ring) submitAndWait() error {
-	toSubmit := r.pending
-	if toSubmit > 0 {
-		atomic.StoreUint32(r.sqTail, atomic.LoadUint32(r.sqTail)+toSubmit)
-		r.pending = 0
+// enter submits the pending SQEs and, if wait, waits for at least one
+// completion. Every SQE is consumed by one call (a failing one completes
+// with its error); a call interrupted by a signal is made again for what
+// the kernel has not consumed yet.
+func (r *ring) enter(wait bool) error {
+	atomic.StoreUint32(r.sqTail, atomic.LoadUint32(r.sqTail)+r.pending)
+	r.pending = 0
+	var minComplete, flags uintptr
+	if wait {
+		minComplete, flags = 1, enterGetEvents
 	}
 	for {
-		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), 1, enterGetEvents, 0, 0)
+		toSubmit := atomic.LoadUint32(r.sqTail) - atomic.LoadUint32(r.sqHead)
+		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), minComplete, flags, 0, 0)
 		switch errno {
 		case 0:
 			return nil
 		case unix.EINTR:
-			// The submission (if any) was consumed before the wait was
-			// interrupted only when the SQ head moved past it.
-			if atomic.LoadUint32(r.sqHead) == atomic.LoadUint32(r.sqTail) {
-				toSubmit = 0
-			}
-			continue
 		default:
 			return fmt.Errorf("io_uring_enter: %w", errno)
 		}
 	}
-}
-
-// submit submits the pending SQEs without waiting.
-func (r *ring) submit() error {
-	toSubmit := r.pending
-	atomic.StoreUint32(r.sqTail, atomic.LoadUint32(r.sqTail)+toSubmit)
-	r.pending = 0
-	for toSubmit > 0 {
-		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), 0, 0, 0, 0)
-		switch errno {
-		case 0:
-			toSubmit -= uint32(n)
-		case unix.EINTR:
-		default:
-			return fmt.Errorf("io_uring_enter: %w", errno)
-		}
-	}
-	return nil
 }
 
 // reap returns the next completion, if any, and consumes it.

@@ -48,6 +48,10 @@ const (
 
 	opInit  = 26
 	opWrite = 16
+
+	// payloadOff is where a worker's payload buffer starts, after the
+	// header, in the worker's one mapping.
+	payloadOff = 4096
 )
 
 // ParamPath is the fuse module parameter that lets connections use
@@ -88,11 +92,11 @@ type Server struct {
 	closed   atomic.Bool
 	requests atomic.Uint64
 	poison   bool // set before start is closed: register an invalid queue, then end
+	payload  int  // size of each worker's payload buffer
 
 	// Set by Start before start is closed.
-	fd      int
-	ps      *fuse.ProtocolServer
-	payload int
+	fd int
+	ps *fuse.ProtocolServer
 }
 
 type worker struct {
@@ -100,7 +104,7 @@ type worker struct {
 	qid int
 	cpu int // -1: the CPU is not online, the thread is not pinned
 
-	buf     []byte // header (headerSize, page-aligned area) + payload
+	buf     []byte // header (headerSize bytes) at 0, payload at payloadOff
 	scratch []byte
 	started chan error // the REGISTER result
 }
@@ -115,13 +119,14 @@ func Prepare(perQueue, payload int, logger *slog.Logger) (*Server, error) {
 	if perQueue < 1 {
 		perQueue = 1
 	}
-	possible, err := cpuCount("/sys/devices/system/cpu/possible")
+	cpus, err := readCPUList("/sys/devices/system/cpu/possible")
 	if err != nil {
 		return nil, err
 	}
+	possible := cpus[len(cpus)-1] + 1
 	online := map[int]bool{}
-	if b, err := os.ReadFile("/sys/devices/system/cpu/online"); err == nil {
-		for _, c := range parseCPUList(strings.TrimSpace(string(b))) {
+	if cpus, err := readCPUList("/sys/devices/system/cpu/online"); err == nil {
+		for _, c := range cpus {
 			online[c] = true
 		}
 	}
@@ -242,7 +247,7 @@ func (w *worker) run(setup chan<- error) {
 	}
 	r, err := newRing(4)
 	if err == nil {
-		w.buf, err = unix.Mmap(-1, 0, 4096+w.s.payload, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		w.buf, err = unix.Mmap(-1, 0, payloadOff+w.s.payload, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 		if err != nil {
 			r.close()
 			err = fmt.Errorf("uring: buffer: %w", err)
@@ -270,7 +275,7 @@ func (w *worker) run(setup chan<- error) {
 	}
 	iov := [2]unix.Iovec{
 		{Base: &w.buf[0], Len: headerSize},
-		{Base: &w.buf[4096], Len: uint64(w.s.payload)},
+		{Base: &w.buf[payloadOff], Len: uint64(w.s.payload)},
 	}
 	sq := r.nextSQE()
 	w.fill(sq, cmdRegister, 0)
@@ -285,7 +290,7 @@ func (w *worker) run(setup chan<- error) {
 	// A REGISTER that fails completes at once; one that succeeds
 	// completes when the first request arrives (and, with
 	// DEFER_TASKRUN, only once this thread waits for it).
-	err = r.submit()
+	err = r.enter(false)
 	runtime.KeepAlive(&iov)
 	if err != nil {
 		w.started <- err
@@ -305,7 +310,7 @@ func (w *worker) run(setup chan<- error) {
 
 	for {
 		if !ok {
-			if err := r.submitAndWait(); err != nil {
+			if err := r.enter(true); err != nil {
 				w.s.log.Error("fuse io_uring: wait", "queue", w.qid, "err", err)
 				return
 			}
@@ -342,7 +347,7 @@ func (w *worker) fill(sq *sqe, cmd uint32, commitID uint64) {
 // serve answers the request in the buffer and returns its commit ID.
 func (w *worker) serve() uint64 {
 	hdr := w.buf[:headerSize]
-	payload := w.buf[4096 : 4096+w.s.payload]
+	payload := w.buf[payloadOff : payloadOff+w.s.payload]
 	ent := hdr[entInOutOff:]
 	commitID := binary.LittleEndian.Uint64(ent[8:])
 	payloadSize := int(binary.LittleEndian.Uint32(ent[16:]))
@@ -382,16 +387,18 @@ func (w *worker) serve() uint64 {
 	return commitID
 }
 
-func cpuCount(path string) (int, error) {
+// readCPUList reads one of the kernel's CPU list files; it has at
+// least one CPU.
+func readCPUList(path string) ([]int, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, fmt.Errorf("uring: %w", err)
+		return nil, fmt.Errorf("uring: %w", err)
 	}
 	cpus := parseCPUList(strings.TrimSpace(string(b)))
 	if len(cpus) == 0 {
-		return 0, fmt.Errorf("uring: %s: no CPUs in %q", path, b)
+		return nil, fmt.Errorf("uring: %s: no CPUs in %q", path, b)
 	}
-	return cpus[len(cpus)-1] + 1, nil
+	return cpus, nil
 }
 
 // parseCPUList parses the kernel's CPU list format ("0-3,8,10-11").

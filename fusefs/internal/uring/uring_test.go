@@ -229,9 +229,8 @@ func TestStartFailureFallsBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	so := *o
-	so.DirectMount = false
-	srv, err := fuse.NewServer(raw, DevPath(fd), &so)
+	o.DirectMount = false
+	srv, err := fuse.NewServer(raw, DevPath(fd), o)
 	if err != nil {
 		unix.Unmount(mnt, unix.MNT_DETACH)
 		t.Fatal(err)
@@ -243,7 +242,7 @@ func TestStartFailureFallsBack(t *testing.T) {
 	}
 	bad := *srv.KernelSettings()
 	bad.Major = 1 // go-fuse refuses this INIT
-	err = rings.Start(fd, raw, &so, &bad)
+	err = rings.Start(fd, raw, o, &bad)
 	if err == nil || !strings.Contains(err.Error(), "INIT") {
 		t.Fatalf("Start with a bad INIT: %v, want an INIT error", err)
 	}
