@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/softxs/v2backup/fusefs/internal/xattrat"
 )
 
 // privateCopy replaces the file name in dirfd, which shares its inode with
@@ -50,7 +52,7 @@ func (n *node) privateCopy(ctx context.Context, dirfd int, name, vpath string, s
 			return f.toErrno("copy/data", vpath, err)
 		}
 	}
-	if err := copyXattrs(xattrPath(dirfd, name), dfd); err != nil {
+	if err := copyXattrs(dirfd, name, dfd); err != nil {
 		return f.toErrno("copy/xattr", vpath, err)
 	}
 	if err := unix.Fchown(dfd, int(st.Uid), int(st.Gid)); err != nil {
@@ -152,10 +154,10 @@ func copyRW(ctx context.Context, dfd, sfd int) error {
 	}
 }
 
-// copyXattrs copies every extended attribute of the entry at path (not
+// copyXattrs copies every extended attribute of name in dirfd (not
 // followed) to the open file dfd. A filesystem without xattrs has none.
-func copyXattrs(path string, dfd int) error {
-	sz, err := unix.Llistxattr(path, nil)
+func copyXattrs(dirfd int, name string, dfd int) error {
+	sz, err := xattrat.List(dirfd, name, nil)
 	if err == unix.ENOTSUP || err == unix.EOPNOTSUPP {
 		return nil
 	}
@@ -166,7 +168,7 @@ func copyXattrs(path string, dfd int) error {
 		return nil
 	}
 	list := make([]byte, sz)
-	sz, err = unix.Llistxattr(path, list)
+	sz, err = xattrat.List(dirfd, name, list)
 	if err != nil {
 		return err
 	}
@@ -174,12 +176,12 @@ func copyXattrs(path string, dfd int) error {
 		if attr == "" {
 			continue
 		}
-		vsz, err := unix.Lgetxattr(path, attr, nil)
+		vsz, err := xattrat.Get(dirfd, name, attr, nil)
 		if err != nil {
 			return fmt.Errorf("get %s: %w", attr, err)
 		}
 		val := make([]byte, vsz)
-		vsz, err = unix.Lgetxattr(path, attr, val)
+		vsz, err = xattrat.Get(dirfd, name, attr, val)
 		if err != nil {
 			return fmt.Errorf("get %s: %w", attr, err)
 		}

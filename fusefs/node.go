@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/softxs/v2backup/fusefs/internal/prune"
+	"github.com/softxs/v2backup/fusefs/internal/xattrat"
 	"github.com/softxs/v2backup/fusefs/route"
 )
 
@@ -83,7 +84,8 @@ func (n *node) at(op string) (dirfd int, name, vpath string, release func(), err
 	dir, name := split(vpath)
 	if _, parent := n.Parent(); parent != nil {
 		if pn, ok := parent.Operations().(*node); ok {
-			dirfd, _, release, errno := pn.self(op)
+			// dir is the parent's path: no second walk up the tree.
+			dirfd, release, errno := pn.selfAt(op, dir)
 			return dirfd, name, vpath, release, errno
 		}
 	}
@@ -108,24 +110,30 @@ type dirRef struct {
 // descriptors. Call release when done.
 func (n *node) self(op string) (fd int, vpath string, release func(), errno syscall.Errno) {
 	vpath = n.vpath()
+	fd, release, errno = n.selfAt(op, vpath)
+	return fd, vpath, release, errno
+}
+
+// selfAt is self for a caller that already knows n's path.
+func (n *node) selfAt(op, vpath string) (fd int, release func(), errno syscall.Errno) {
 	if !n.fsys.live(n.app, vpath) {
-		return -1, vpath, nil, syscall.ENOENT
+		return -1, nil, syscall.ENOENT
 	}
 	n.mu.Lock()
 	if r := n.dref; r != nil {
 		r.refs++
 		n.mu.Unlock()
-		return r.fd, vpath, func() { n.unref(r) }, 0
+		return r.fd, func() { n.unref(r) }, 0
 	}
 	n.mu.Unlock()
 	fd, err := n.fsys.openDir(vpath)
 	if err != nil {
-		return -1, vpath, nil, n.fsys.toErrno(op, vpath, err)
+		return -1, nil, n.fsys.toErrno(op, vpath, err)
 	}
 	uncached := func() { unix.Close(fd) }
 	if n.fsys.dirFds.Add(1) > n.fsys.maxDirFds {
 		n.fsys.dirFds.Add(-1)
-		return fd, vpath, uncached, 0
+		return fd, uncached, 0
 	}
 	// Forgotten takes go-fuse's lock, which may be held around OnForget
 	// (which takes n.mu): ask before taking n.mu.
@@ -134,12 +142,12 @@ func (n *node) self(op string) (fd int, vpath string, release func(), errno sysc
 	if n.dref != nil || forgotten {
 		n.mu.Unlock()
 		n.fsys.dirFds.Add(-1)
-		return fd, vpath, uncached, 0
+		return fd, uncached, 0
 	}
 	r := &dirRef{fd: fd, refs: 2} // the cache's and the caller's
 	n.dref = r
 	n.mu.Unlock()
-	return fd, vpath, func() { n.unref(r) }, 0
+	return fd, func() { n.unref(r) }, 0
 }
 
 func (n *node) unref(r *dirRef) {
@@ -840,13 +848,6 @@ func (f *filesystem) statfs(out *fuse.StatfsOut) syscall.Errno {
 	return 0
 }
 
-// xattrPath names n for the l*xattr calls: its parent directory through
-// /proc/self/fd (a magic link that lands exactly on that directory), then
-// its own name, which the l-variants do not follow.
-func xattrPath(dirfd int, name string) string {
-	return fmt.Sprintf("/proc/self/fd/%d/%s", dirfd, name)
-}
-
 // Getxattr reads an extended attribute of the backing entry.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if attr == "security.capability" {
@@ -862,10 +863,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 		return 0, errno
 	}
 	defer release()
-	p := xattrPath(dirfd, name)
-	sz, err := unix.Lgetxattr(p, attr, dest)
+	sz, err := xattrat.Get(dirfd, name, attr, dest)
 	if err == unix.ERANGE {
-		sz, err = unix.Lgetxattr(p, attr, nil)
+		sz, err = xattrat.Get(dirfd, name, attr, nil)
 		if err == nil {
 			return uint32(sz), syscall.ERANGE
 		}
@@ -883,10 +883,9 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		return 0, errno
 	}
 	defer release()
-	p := xattrPath(dirfd, name)
-	sz, err := unix.Llistxattr(p, dest)
+	sz, err := xattrat.List(dirfd, name, dest)
 	if err == unix.ERANGE {
-		sz, err = unix.Llistxattr(p, nil)
+		sz, err = xattrat.List(dirfd, name, nil)
 		if err == nil {
 			return uint32(sz), syscall.ERANGE
 		}
@@ -900,16 +899,16 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 // Setxattr sets an extended attribute, after a private copy if the file
 // is shared with a snapshot.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return n.changeXattr(ctx, "setxattr", func(p string) error { return unix.Lsetxattr(p, attr, data, int(flags)) })
+	return n.changeXattr(ctx, "setxattr", func(dirfd int, name string) error { return xattrat.Set(dirfd, name, attr, data, int(flags)) })
 }
 
 // Removexattr removes an extended attribute, after a private copy if the
 // file is shared with a snapshot.
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return n.changeXattr(ctx, "removexattr", func(p string) error { return unix.Lremovexattr(p, attr) })
+	return n.changeXattr(ctx, "removexattr", func(dirfd int, name string) error { return xattrat.Remove(dirfd, name, attr) })
 }
 
-func (n *node) changeXattr(ctx context.Context, op string, change func(p string) error) syscall.Errno {
+func (n *node) changeXattr(ctx context.Context, op string, change func(dirfd int, name string) error) syscall.Errno {
 	n.mu.Lock()
 	n.noCaps = false
 	n.mu.Unlock()
@@ -927,7 +926,7 @@ func (n *node) changeXattr(ctx context.Context, op string, change func(p string)
 			return errno
 		}
 	}
-	if err := change(xattrPath(dirfd, name)); err != nil {
+	if err := change(dirfd, name); err != nil {
 		return n.fsys.toErrno(op, vpath, err)
 	}
 	return 0
