@@ -13,8 +13,10 @@ func (f *filesystem) toErrno(op, path string, err error) syscall.Errno {
 	if err == nil {
 		return 0
 	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
+	// Most errors are a bare errno (every LOOKUP of a name about to be
+	// created is an ENOENT): no errors.As for them.
+	errno, ok := err.(syscall.Errno)
+	if ok || errors.As(err, &errno) {
 		switch errno {
 		case syscall.ENOENT, syscall.EEXIST, syscall.EACCES, syscall.EPERM,
 			syscall.ENOTDIR, syscall.EISDIR, syscall.ENOTEMPTY, syscall.EXDEV,
