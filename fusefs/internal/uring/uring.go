@@ -6,9 +6,15 @@
 //
 // The kernel keeps one queue per possible CPU and puts a request on the
 // queue of the CPU its caller runs on. Each queue here is served by
-// threads pinned to that CPU, so a request and its answer never need a
-// wakeup across CPUs: on a small VM that cross-CPU wakeup (an IPI, a VM
-// exit) was the largest single cost of a metadata round trip.
+// threads pinned to that CPU, so a request never waits for a wakeup
+// across CPUs: on a small VM that cross-CPU wakeup (an IPI, a VM exit)
+// was the largest single cost of a metadata round trip. (The answer's
+// wakeup may still move the caller to an idle CPU; the scheduler decides.)
+//
+// Every thread of every connection counts against one budget per process
+// (MaxThreads): a host with many CPUs and many mounts falls back to
+// /dev/fuse for the mounts over it, rather than reaching Go's limit on
+// OS threads, which is fatal.
 //
 // Requests are decoded and answered by go-fuse's ProtocolServer over the
 // same RawFileSystem the /dev/fuse server serves. FORGET, INTERRUPT and
@@ -109,6 +115,29 @@ type worker struct {
 	started chan error // the REGISTER result
 }
 
+// MaxThreads is how many ring threads all connections of the process may
+// have together; Prepare refuses a connection that would go over it. Set
+// it before the first mount. Go ends a process that has more than 10,000
+// OS threads (debug.SetMaxThreads).
+var MaxThreads int64 = 4096
+
+// threads counts the ring threads of the process that have not ended.
+var threads atomic.Int64
+
+// reserve counts n more ring threads, unless that would go over
+// MaxThreads.
+func reserve(n int) error {
+	for {
+		cur := threads.Load()
+		if cur+int64(n) > MaxThreads {
+			return fmt.Errorf("uring: %d more threads would make %d, over the process's %d (MaxThreads)", n, cur+int64(n), MaxThreads)
+		}
+		if threads.CompareAndSwap(cur, cur+int64(n)) {
+			return nil
+		}
+	}
+}
+
 // Prepare starts perQueue threads for each of the kernel's queues (one
 // per possible CPU; one thread for a CPU that is not online), each
 // pinned to its CPU with an io_uring of its own.
@@ -133,8 +162,19 @@ func Prepare(perQueue, payload int, logger *slog.Logger) (*Server, error) {
 	page := os.Getpagesize()
 	payload = max(payload, 8192) // FUSE_MIN_READ_BUFFER
 	payload = (payload + page - 1) / page * page
+	need := 0
+	for qid := 0; qid < possible; qid++ {
+		if online[qid] {
+			need += perQueue
+		} else {
+			need++
+		}
+	}
+	if err := reserve(need); err != nil {
+		return nil, err
+	}
 	s := &Server{log: logger, start: make(chan struct{}), payload: payload}
-	errs := make(chan error, possible*perQueue)
+	errs := make(chan error, need)
 	for qid := 0; qid < possible; qid++ {
 		cpu, threads := qid, perQueue
 		if !online[qid] {
@@ -236,6 +276,7 @@ func (s *Server) Queues() (queues, threads int) {
 
 func (w *worker) run(setup chan<- error) {
 	defer w.s.wg.Done()
+	defer threads.Add(-1)
 	// The thread keeps its CPU affinity and ring for life; it is never
 	// unlocked, so Go discards it when the goroutine ends.
 	runtime.LockOSThread()

@@ -280,6 +280,51 @@ func TestPrepareClose(t *testing.T) {
 	rings.Wait()
 }
 
+// TestThreadBudget: a connection whose threads would take the process
+// over MaxThreads is refused before any thread starts, and its mount is
+// served through /dev/fuse; the threads of a connection give their share
+// back when they end.
+func TestThreadBudget(t *testing.T) {
+	needURing(t)
+	before := threads.Load()
+	saved := MaxThreads
+	t.Cleanup(func() { MaxThreads = saved })
+	MaxThreads = before + 1 // less than any connection needs (two per online CPU)
+
+	if rings, err := Prepare(PerQueue, 1<<20, quietLogger()); err == nil || !strings.Contains(err.Error(), "MaxThreads") {
+		if rings != nil {
+			rings.Close()
+			rings.Wait()
+		}
+		t.Fatalf("Prepare over the budget: %v, want an error naming MaxThreads", err)
+	}
+	if n := threads.Load(); n != before {
+		t.Fatalf("a refused Prepare left %d threads counted, want %d", n, before)
+	}
+	_, mnt, c := mountLoopback(t, false)
+	if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if c.Transport() != TransportDev {
+		t.Fatalf("transport %q over the budget, want %q", c.Transport(), TransportDev)
+	}
+
+	MaxThreads = saved
+	rings, err := Prepare(PerQueue, 1<<20, quietLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, n := rings.Queues()
+	if got := threads.Load(); got != before+int64(n) {
+		t.Fatalf("%d threads counted with %d prepared, want %d", got, n, before+int64(n))
+	}
+	rings.Close()
+	rings.Wait()
+	if got := threads.Load(); got != before {
+		t.Fatalf("%d threads counted after they ended, want %d", got, before)
+	}
+}
+
 // TestABISizes: the structures shared with the kernel have the sizes of
 // linux/io_uring.h and linux/fuse.h.
 func TestABISizes(t *testing.T) {
