@@ -841,3 +841,60 @@ func TestConcurrentWriters(t *testing.T) {
 		}
 	}
 }
+
+// TestCreateOverFileMadeOnHost: a file made in the backing tree behind
+// the kernel's back, after the kernel cached that the name is absent, is
+// opened by an open(O_CREAT) through the mount (the kernel sends CREATE;
+// the backing create finds the file). It once failed with ENOENT: the
+// node made for the file is in no directory until the create returns,
+// and the open resolved its path through the tree. A file shared with a
+// snapshot is copied first, as by any open for writing.
+func TestCreateOverFileMadeOnHost(t *testing.T) {
+	tm := mountT(t, "web", testApps, nil)
+	for _, tc := range []struct {
+		name   string
+		shared bool
+		flags  int
+		want   string
+	}{
+		{"plain", false, os.O_WRONLY, "over on the host"},
+		{"truncating", false, os.O_WRONLY | os.O_TRUNC, "over"},
+		{"shared with a snapshot", true, os.O_WRONLY, "over on the host"},
+	} {
+		rel := "www.softxs.ch/late-" + strings.ReplaceAll(tc.name, " ", "-")
+		if _, err := os.Lstat(tm.p(rel)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s: %v before it exists", tc.name, err)
+		}
+		if err := os.WriteFile(tm.bp(rel), []byte("made on the host"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		snap := ""
+		if tc.shared {
+			snap = filepath.Join(tm.local, "..", "snap-"+filepath.Base(rel))
+			if err := os.Link(tm.bp(rel), snap); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f, err := os.OpenFile(tm.p(rel), os.O_CREATE|tc.flags, 0o644)
+		if err != nil {
+			t.Fatalf("%s: open(O_CREAT) over a file the kernel believed absent: %v", tc.name, err)
+		}
+		if _, err := f.WriteString("over"); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(tm.bp(rel)); err != nil || string(b) != tc.want {
+			t.Errorf("%s: backing file %q, %v; want %q", tc.name, b, err, tc.want)
+		}
+		if b, err := os.ReadFile(tm.p(rel)); err != nil || string(b) != tc.want {
+			t.Errorf("%s: through the mount %q, %v; want %q", tc.name, b, err, tc.want)
+		}
+		if snap != "" {
+			if b, err := os.ReadFile(snap); err != nil || string(b) != "made on the host" {
+				t.Errorf("%s: the snapshot's copy became %q, %v", tc.name, b, err)
+			}
+		}
+	}
+}

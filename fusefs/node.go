@@ -55,10 +55,23 @@ func keyOf(st *unix.Statx_t) fileKey {
 	return fileKey{st.Ino, uint64(st.Btime.Sec)*1e9 + uint64(st.Btime.Nsec)}
 }
 
-func newChild(ctx context.Context, parent *fs.Inode, fsys *filesystem, app string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
+// newChild returns the node for name in parent, the backing entry st:
+// the one parent already has when it is the same entry (a second lookup,
+// or READDIRPLUS of a known directory), else a new one. NewInode always
+// makes a new node; go-fuse keeps the existing one for the same identity
+// only after the handler returns, so a new node made for a known entry
+// would be dropped unseen, and counted by the pruner as a file the
+// kernel remembers.
+func newChild(ctx context.Context, parent *fs.Inode, fsys *filesystem, app, name string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
 	attrFromStatx(st, &out.Attr)
-	in := parent.NewInode(ctx, &node{fsys: fsys, app: app}, fsys.idFromStat(st))
-	// NewInode returns the existing node when the kernel already has one.
+	id := fsys.idFromStat(st)
+	if c := parent.GetChild(name); c != nil && c.StableAttr() == id {
+		if n, ok := c.Operations().(*node); ok {
+			fsys.prune.Track(n)
+			return c
+		}
+	}
+	in := parent.NewInode(ctx, &node{fsys: fsys, app: app}, id)
 	if n, ok := in.Operations().(*node); ok {
 		fsys.prune.Track(n)
 	}
@@ -78,22 +91,29 @@ func (n *node) vpath() string { return n.Path(n.fsys.root.EmbeddedInode()) }
 // last component, with AT_SYMLINK_NOFOLLOW. Call release when done.
 func (n *node) at(op string) (dirfd int, name, vpath string, release func(), errno syscall.Errno) {
 	vpath = n.vpath()
+	dirfd, name, release, errno = n.atPath(op, vpath)
+	return dirfd, name, vpath, release, errno
+}
+
+// atPath is at for a caller that knows n's path: a node made for an entry
+// found by a create is in no directory until the create returns.
+func (n *node) atPath(op, vpath string) (dirfd int, name string, release func(), errno syscall.Errno) {
 	if !n.fsys.live(n.app, vpath) {
-		return -1, "", vpath, nil, syscall.ENOENT
+		return -1, "", nil, syscall.ENOENT
 	}
 	dir, name := split(vpath)
 	if _, parent := n.Parent(); parent != nil {
 		if pn, ok := parent.Operations().(*node); ok {
 			// dir is the parent's path: no second walk up the tree.
 			dirfd, release, errno := pn.selfAt(op, dir)
-			return dirfd, name, vpath, release, errno
+			return dirfd, name, release, errno
 		}
 	}
 	dirfd, err := n.fsys.openDir(dir)
 	if err != nil {
-		return -1, "", vpath, nil, n.fsys.toErrno(op, vpath, err)
+		return -1, "", nil, n.fsys.toErrno(op, vpath, err)
 	}
-	return dirfd, name, vpath, func() { unix.Close(dirfd) }, 0
+	return dirfd, name, func() { unix.Close(dirfd) }, 0
 }
 
 // dirRef is a directory descriptor cached by its node, counted so that
@@ -190,7 +210,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if a, ok := n.fsys.table.Load().AppAt(child); ok {
 		app = a
 	}
-	return newChild(ctx, &n.Inode, n.fsys, app, &st, out), 0
+	return newChild(ctx, &n.Inode, n.fsys, app, name, &st, out), 0
 }
 
 // Readdir lists the backing directory, sorted by name.
@@ -459,12 +479,12 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		if err := statAt(dirfd, name, &st); err != nil {
 			return nil, nil, 0, n.fsys.toErrno("create", child, err)
 		}
-		ch := newChild(ctx, &n.Inode, n.fsys, n.app, &st, out)
+		ch := newChild(ctx, &n.Inode, n.fsys, n.app, name, &st, out)
 		cn, ok := ch.Operations().(*node)
 		if !ok {
 			return nil, nil, 0, syscall.EIO
 		}
-		fh, ff, errno := cn.Open(ctx, flags)
+		fh, ff, errno := cn.openPath(ctx, flags, child)
 		return ch, fh, ff, errno
 	}
 	if err != nil {
@@ -499,7 +519,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 			return fail("create/stat", err)
 		}
 	}
-	ch := newChild(ctx, &n.Inode, n.fsys, n.app, &st, out)
+	ch := newChild(ctx, &n.Inode, n.fsys, n.app, name, &st, out)
 	cn, ok := ch.Operations().(*node)
 	if !ok {
 		unix.Close(fd)
@@ -531,7 +551,11 @@ func isWrite(flags uint32) bool {
 // opened for writing it is replaced by a private copy (an empty one when
 // O_TRUNC is given), so in-place writers cannot change history.
 func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	vpath := n.vpath()
+	return n.openPath(ctx, flags, n.vpath())
+}
+
+// openPath is Open for a caller that knows n's path (see atPath).
+func (n *node) openPath(ctx context.Context, flags uint32, vpath string) (fs.FileHandle, uint32, syscall.Errno) {
 	if !n.fsys.live(n.app, vpath) {
 		return nil, 0, syscall.ENOENT
 	}
@@ -581,7 +605,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 			n.fsys.log.Error("fusefs: file still shared after a private copy", "vm", n.fsys.vm, "path", vpath, "nlink", st.Nlink)
 			return nil, 0, syscall.EIO
 		}
-		dirfd, name, _, release, errno := n.at("open/copy")
+		dirfd, name, release, errno := n.atPath("open/copy", vpath)
 		if errno != 0 {
 			return nil, 0, errno
 		}
@@ -685,7 +709,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 			return fail("mkdir/stat", err)
 		}
 	}
-	return newChild(ctx, &n.Inode, n.fsys, n.app, &st, out), 0
+	return newChild(ctx, &n.Inode, n.fsys, n.app, name, &st, out), 0
 }
 
 // Mknod makes regular files only; device nodes, FIFOs and sockets are
@@ -736,7 +760,7 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 			return nil, n.fsys.toErrno("symlink/stat", child, err)
 		}
 	}
-	return newChild(ctx, &n.Inode, n.fsys, n.app, &st, out), 0
+	return newChild(ctx, &n.Inode, n.fsys, n.app, name, &st, out), 0
 }
 
 // Link refuses hard links: only snapshots may share an inode with a live

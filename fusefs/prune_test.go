@@ -57,3 +57,41 @@ func TestPruneThroughMount(t *testing.T) {
 		}
 	}
 }
+
+// TestRelookupKeepsCount: looking up entries the kernel already knows
+// again (READDIRPLUS of a directory whose files were just created, a
+// LOOKUP after the entry was dropped) reuses their nodes. go-fuse keeps
+// the existing node for a known identity only after the handler returns,
+// so a new node made for it would be counted by the pruner as one more
+// file the kernel remembers; the count grew by the tree on every walk,
+// and the pruner then made the kernel forget the files of the walk.
+func TestRelookupKeepsCount(t *testing.T) {
+	tm := mountT(t, "web", testApps, func(c *Config) { c.MaxFileInodes = 1000 })
+	dir := tm.p("www.softxs.ch/d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const files = 50
+	for i := range files {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprint(i)), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if live, _ := tm.m.FileInodes(); live != files {
+		t.Fatalf("%d file inodes counted after creating %d", live, files)
+	}
+	for walk := range 3 {
+		ents, err := os.ReadDir(dir) // READDIRPLUS: a lookup of every entry
+		if err != nil || len(ents) != files {
+			t.Fatalf("readdir: %d entries, %v", len(ents), err)
+		}
+		for _, e := range ents {
+			if _, err := os.Lstat(filepath.Join(dir, e.Name())); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if live, _ := tm.m.FileInodes(); live != files {
+			t.Fatalf("walk %d: %d file inodes counted, the kernel knows %d", walk, live, files)
+		}
+	}
+}

@@ -96,7 +96,7 @@ func (d *synthDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 			d.fsys.log.Error("fusefs: application directory is not a directory", "vm", d.fsys.vm, "app", p.App, "path", child)
 			return nil, syscall.EIO
 		}
-		return newChild(ctx, &d.Inode, d.fsys, p.App, &st, out), 0
+		return newChild(ctx, &d.Inode, d.fsys, p.App, name, &st, out), 0
 	}
 	return nil, syscall.ENOENT
 }

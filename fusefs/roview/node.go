@@ -102,8 +102,10 @@ func (t *tree) newChild(ctx context.Context, parent *fs.Inode, rel string, st *s
 			return c
 		}
 	}
+	// NewInode always makes a new node (go-fuse swaps in an existing one
+	// of the same identity only after the handler returns): the check
+	// above is what keeps a known entry from being counted twice.
 	in := parent.NewInode(ctx, &roNode{t: t, rel: rel, dev: st.Dev, ino: st.Ino}, fs.StableAttr{Mode: st.Mode & syscall.S_IFMT, Ino: backingIno(st, t.salt)})
-	// NewInode returns the existing node when the kernel already has one.
 	if n, ok := in.Operations().(*roNode); ok {
 		t.prune.Track(n)
 	}
