@@ -148,7 +148,11 @@ func Open(path string, opts ...Option) (*DB, error) {
 	// A file: URI so that any byte of the path survives (the driver cuts a
 	// plain path at the first '?').
 	uri := "file:" + (&url.URL{Path: abs}).EscapedPath()
-	w, err := sql.Open(writerDriver, uri+"?mode=rwc&_journal_mode=WAL&_synchronous=NORMAL&_foreign_keys=1&_txlock=immediate&_cache_size=-65536&_busy_timeout="+ms)
+	// An 8 MiB page cache: the database is in the kernel's page cache
+	// too, and the writer lives in the host daemon, whose memory counts
+	// (bench/catalog: 64 MiB made snapshots of 200,000 entries up to 10%
+	// faster and the process 65 MB larger).
+	w, err := sql.Open(writerDriver, uri+"?mode=rwc&_journal_mode=WAL&_synchronous=NORMAL&_foreign_keys=1&_txlock=immediate&_cache_size=-8192&_busy_timeout="+ms)
 	if err != nil {
 		return nil, fmt.Errorf("catalog %s: %w", abs, err)
 	}
