@@ -52,3 +52,38 @@ func TestRemoteViewPrunesInodes(t *testing.T) {
 	t.Logf("%d live, %d pruned", live, pruned)
 	pull()
 }
+
+// TestRemoteViewRelookupKeepsCount: walking the view again (READDIRPLUS
+// of known directories, lookups of known names) reuses the nodes, so the
+// count of files the kernel remembers stays at the number of files.
+func TestRemoteViewRelookupKeepsCount(t *testing.T) {
+	const files = 60
+	snapDir := t.TempDir()
+	tree := map[string]string{}
+	for i := range files {
+		tree[fmt.Sprintf("web/demo.softxs.ch/hydro/d%d/f%03d", i%3, i)] = fmt.Sprint("content ", i)
+	}
+	makeSnapshot(t, snapDir, "2026-11-28T050000", tree)
+	v, mnt := mountRemote(t, RemoteOptions{SnapDir: snapDir, Server: testServer, Poll: -1, MaxFileInodes: 1000})
+	for walk := range 3 {
+		seen := 0
+		err := filepath.WalkDir(filepath.Join(mnt, "web"), func(p string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if _, err := os.Lstat(p); err != nil {
+				return err
+			}
+			if d.Type().IsRegular() {
+				seen++
+			}
+			return nil
+		})
+		if err != nil || seen != files {
+			t.Fatalf("walk %d: %d files, %v", walk, seen, err)
+		}
+		if live, _ := v.FileInodes(); live != files {
+			t.Fatalf("walk %d: %d file inodes counted, the view has %d files", walk, live, files)
+		}
+	}
+}
