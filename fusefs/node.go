@@ -65,13 +65,10 @@ func keyOf(st *unix.Statx_t) fileKey {
 func newChild(ctx context.Context, parent *fs.Inode, fsys *filesystem, app, name string, st *unix.Statx_t, out *fuse.EntryOut) *fs.Inode {
 	attrFromStatx(st, &out.Attr)
 	id := fsys.idFromStat(st)
-	if c := parent.GetChild(name); c != nil && c.StableAttr() == id {
-		if n, ok := c.Operations().(*node); ok {
-			fsys.prune.Track(n)
-			return c
-		}
+	in := parent.GetChild(name)
+	if in == nil || in.StableAttr() != id {
+		in = parent.NewInode(ctx, &node{fsys: fsys, app: app}, id)
 	}
-	in := parent.NewInode(ctx, &node{fsys: fsys, app: app}, id)
 	if n, ok := in.Operations().(*node); ok {
 		fsys.prune.Track(n)
 	}

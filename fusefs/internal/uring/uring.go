@@ -162,19 +162,7 @@ func Prepare(perQueue, payload int, logger *slog.Logger) (*Server, error) {
 	page := os.Getpagesize()
 	payload = max(payload, 8192) // FUSE_MIN_READ_BUFFER
 	payload = (payload + page - 1) / page * page
-	need := 0
-	for qid := 0; qid < possible; qid++ {
-		if online[qid] {
-			need += perQueue
-		} else {
-			need++
-		}
-	}
-	if err := reserve(need); err != nil {
-		return nil, err
-	}
 	s := &Server{log: logger, start: make(chan struct{}), payload: payload}
-	errs := make(chan error, need)
 	for qid := 0; qid < possible; qid++ {
 		cpu, threads := qid, perQueue
 		if !online[qid] {
@@ -183,11 +171,16 @@ func Prepare(perQueue, payload int, logger *slog.Logger) (*Server, error) {
 			cpu, threads = -1, 1
 		}
 		for range threads {
-			w := &worker{s: s, qid: qid, cpu: cpu, started: make(chan error, 1)}
-			s.workers = append(s.workers, w)
-			s.wg.Add(1)
-			go w.run(errs)
+			s.workers = append(s.workers, &worker{s: s, qid: qid, cpu: cpu, started: make(chan error, 1)})
 		}
+	}
+	if err := reserve(len(s.workers)); err != nil {
+		return nil, err
+	}
+	errs := make(chan error, len(s.workers))
+	for _, w := range s.workers {
+		s.wg.Add(1)
+		go w.run(errs)
 	}
 	var first error
 	for range s.workers {
