@@ -108,48 +108,38 @@ func (n *catalogFile) Access(ctx context.Context, mask uint32) syscall.Errno {
 	return access(ctx, mask, syscall.S_IFREG|0o444, 0, 0)
 }
 
+// Open and Flush: like every file of the remote view (tree.noOpen), the
+// export is opened and closed in the kernel alone.
 func (n *catalogFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return nil, 0, viewOpen(flags)
+}
+
+func (n *catalogFile) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
+}
+
+// Read reads the export, opening it for each READ (see Open).
+func (n *catalogFile) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	defer n.t.enter()()
-	if openForWrite(flags) {
-		return nil, 0, syscall.EROFS
-	}
 	if n.c == nil {
-		return nil, 0, syscall.ENOENT
+		return nil, syscall.ENOENT
 	}
-	f, err := os.OpenFile(n.c.path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	fh, err := os.OpenFile(n.c.path, os.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		// Pruned while shown: the view keeps the newest few exports, so
 		// only a very old pin gets here.
-		return nil, 0, toErrno(n.t.log, "open shipped catalog", err)
+		return nil, toErrno(n.t.log, "open shipped catalog", err)
 	}
-	if st, err := f.Stat(); err != nil || st.Size() != n.c.size {
-		f.Close()
+	defer fh.Close()
+	if st, err := fh.Stat(); err != nil || st.Size() != n.c.size {
 		n.t.log.Error("roview: shipped catalog changed since it was hashed", "path", n.c.path)
-		return nil, 0, syscall.EIO
+		return nil, syscall.EIO
 	}
-	n.t.opened()
-	return &catalogHandle{f: f, t: n.t}, fuse.FOPEN_KEEP_CACHE, 0
-}
-
-// catalogHandle reads an open export.
-type catalogHandle struct {
-	f *os.File
-	t *tree
-}
-
-func (h *catalogHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	defer h.t.enter()()
-	n, err := h.f.ReadAt(dest, off)
+	k, err := fh.ReadAt(dest, off)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, toErrno(h.t.log, "read shipped catalog", err)
+		return nil, toErrno(n.t.log, "read shipped catalog", err)
 	}
-	return fuse.ReadResultData(dest[:n]), 0
-}
-
-func (h *catalogHandle) Release(ctx context.Context) syscall.Errno {
-	h.f.Close()
-	h.t.released()
-	return 0
+	return fuse.ReadResultData(dest[:k]), 0
 }
 
 // ino numbers a generated file of p. SNAPSHOT.json and CATALOG.db carry

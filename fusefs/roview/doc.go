@@ -9,11 +9,14 @@
 //     SNAPSHOT.json, switching to a newer snapshot only between pulls.
 //
 // Snapshots never change once renamed into place, so every node under a
-// snapshot is served with long kernel cache timeouts, kept page caches and,
-// where the kernel has it, FUSE passthrough for reads; listings answer
-// lookups (READDIRPLUS) and files need no FLUSH, so a pull costs one
-// synchronous round trip per file, its OPEN (RemoteView.Requests counts
-// them). Each snapshot gets
+// snapshot is served with long kernel cache timeouts and kept page caches;
+// listings answer lookups (READDIRPLUS), and files are opened without an
+// OPEN and closed without a RELEASE or FLUSH (the view answers the first
+// OPEN with ENOSYS, tree.noOpen), so a pull costs one synchronous round
+// trip per file, its first READ (RemoteView.Requests counts them), and a
+// file read again comes from the page cache. The history inside a VM's
+// read-write mount opens files as that mount does, with passthrough where
+// the kernel has it. Each snapshot gets
 // its own inode numbers (the backing st_ino mixed with a per-snapshot salt),
 // so a hard link shared by two snapshots is two inodes here, and pruning one
 // snapshot never strands a node of another. The remote view is the

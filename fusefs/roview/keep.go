@@ -25,7 +25,7 @@ import (
 //     are invalidated; it keeps the children that did not change.
 //
 // The check runs while new requests wait (RemoteView.switching) and only
-// after the view was idle (no request, no open file or directory), so no
+// after the view was idle (no request, no open directory), so no
 // request sees the new snapshot through attributes of the old one. It
 // uses no notification that takes a directory lock: a request waiting
 // for the switch may hold one. The entries are dropped afterwards
@@ -96,7 +96,7 @@ func (v *RemoteView) keepDir(dir *fs.Inode, old, new string, gone bool, res *kee
 			} else {
 				res.kept++
 			}
-			n.dev, n.ino = st.Dev, st.Ino
+			n.become(&st)
 			v.keepDir(c, old, new, false, res)
 		}
 	}

@@ -3,6 +3,7 @@ package roview
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"io/fs"
 	"maps"
 	"math/rand/v2"
@@ -368,5 +369,55 @@ func TestRemoteViewSwitchesStayExact(t *testing.T) {
 			}
 		}
 		switchNow(t, v, clock)
+	}
+}
+
+// Files of the remote view are opened in the kernel alone, so a file held
+// open does not hold the view. A reader that was in the middle of a file
+// when the view moved to a snapshot where the file changed must never get
+// the new file's bytes: the pages it had are dropped and its next READ
+// gets ESTALE. Opening the path again shows the new file; a file that did
+// not change reads on as before.
+func TestRemoteViewReadAcrossASwitch(t *testing.T) {
+	snapDir := t.TempDir()
+	const a, b = "2026-11-28T050000", "2026-11-29T050000"
+	old := strings.Repeat("day 1 ", 4096) // several pages
+	makeSnapshot(t, snapDir, a, map[string]string{
+		"web/demo.softxs.ch/hydro/changes.bin": old,
+		"web/demo.softxs.ch/hydro/same.bin":    old,
+	})
+	clock := newFakeClock()
+	v, mnt := mountRemote(t, RemoteOptions{SnapDir: snapDir, Server: testServer, Idle: 30 * time.Second, Poll: -1, Now: clock.Now})
+	open := func(name string) *os.File {
+		t.Helper()
+		f, err := os.Open(filepath.Join(mnt, "web/demo.softxs.ch/hydro", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		head := make([]byte, 6)
+		if _, err := io.ReadFull(f, head); err != nil || string(head) != "day 1 " {
+			t.Fatalf("%s starts %q, %v", name, head, err)
+		}
+		return f
+	}
+	changes, same := open("changes.bin"), open("same.bin")
+
+	nextSnapshot(t, snapDir, a, b, []string{"web/demo.softxs.ch/hydro/same.bin"},
+		map[string]string{"web/demo.softxs.ch/hydro/changes.bin": strings.Repeat("day 2 ", 4096)}, time.Now())
+	switchNow(t, v, clock) // the open files do not keep it from switching
+	if v.Snapshot() != b {
+		t.Fatalf("view shows %s", v.Snapshot())
+	}
+
+	_, err := io.ReadAll(changes)
+	wantErrno(t, "read on in a file that changed with the switch", err, syscall.ESTALE)
+	rest, err := io.ReadAll(same)
+	if err != nil || string(rest) != old[6:] {
+		t.Errorf("read on in a file the switch kept: %d bytes, %v; want %d", len(rest), err, len(old)-6)
+	}
+	got, err := os.ReadFile(filepath.Join(mnt, "web/demo.softxs.ch/hydro/changes.bin"))
+	if err != nil || !strings.HasPrefix(string(got), "day 2 ") || len(got) != len(old) {
+		t.Errorf("changes.bin opened again after the switch: %.12q (%d bytes), %v", got, len(got), err)
 	}
 }

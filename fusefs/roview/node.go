@@ -45,6 +45,15 @@ type tree struct {
 	act   activity // nil: nobody is watching
 	log   *slog.Logger
 	prune *prune.Pruner // nil: no cap on the files the kernel remembers
+	// noOpen: answer an OPEN of a file with ENOSYS, which tells the kernel
+	// never to send OPEN (nor RELEASE) on this connection again: files are
+	// opened in the kernel alone, with FOPEN_KEEP_CACHE, and read through
+	// READ (roNode.Read), whose answers stay in the page cache. Nothing a
+	// node shows ever changes, so a pull that reads every file saves a
+	// round trip per file over OPEN with passthrough. Only for a mount
+	// whose every file is a view's (the remote view): the history inside a
+	// VM's read-write mount shares that mount's connection.
+	noOpen bool
 	// snap, if set, is the snapshot the nodes' paths are relative to; it
 	// changes when the remote view switches (keep.go), and is read only
 	// within a request, after enter. Empty: the paths name the snapshot.
@@ -127,12 +136,25 @@ type roNode struct {
 	rel string // relative to the snapshot directory (NAME/vm/relpath/...), or to t.snap
 	pe  prune.Entry
 	// the backing entry the kernel was told about; a switch that keeps
-	// the node moves it to the new snapshot's entry
+	// the node moves it to the new snapshot's entry (keep.go), and so
+	// does the first GETATTR of a node a switch made stale (Getattr)
+	idMu     sync.Mutex
 	dev, ino uint64
 }
 
 // same reports whether st is the backing entry the node stands for.
-func (n *roNode) same(st *syscall.Stat_t) bool { return n.dev == st.Dev && n.ino == st.Ino }
+func (n *roNode) same(st *syscall.Stat_t) bool {
+	n.idMu.Lock()
+	defer n.idMu.Unlock()
+	return n.dev == st.Dev && n.ino == st.Ino
+}
+
+// become makes the node stand for the backing entry st.
+func (n *roNode) become(st *syscall.Stat_t) {
+	n.idMu.Lock()
+	n.dev, n.ino = st.Dev, st.Ino
+	n.idMu.Unlock()
+}
 
 // path is the node's backing entry relative to the snapshot directory.
 func (n *roNode) path() string { return n.t.path(n.rel) }
@@ -169,6 +191,13 @@ func (n *roNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut
 		// have to mark bad.
 		return syscall.ENOENT
 	}
+	// A file whose entry a switch is about to drop (keep.go) shows the new
+	// snapshot's file until then: the kernel asks for its attributes
+	// before anyone opens it again, and reads (Read) follow from now on.
+	// Pages the kernel held were dropped with the attributes.
+	if !n.same(&st) {
+		n.become(&st)
+	}
 	out.FromStat(&st)
 	out.SetTimeout(immutableTimeout)
 	return 0
@@ -183,8 +212,47 @@ func (n *roNode) Access(ctx context.Context, mask uint32) syscall.Errno {
 	return access(ctx, mask, st.Mode, st.Uid, st.Gid)
 }
 
+// Read reads the backing file at off through the handle Open made or,
+// where there is none (tree.noOpen), by opening the file beneath the
+// snapshot root for each READ, checking that it is still the entry the
+// kernel was told about, and reading it; the kernel keeps the pages. A
+// file held open across a switch of the remote view to a snapshot where
+// it changed gets ESTALE, never the other snapshot's bytes (an open after
+// the switch asks Getattr first, which moves the node to the new file).
+func (n *roNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if rf, ok := f.(*roFile); ok {
+		return rf.Read(ctx, dest, off)
+	}
+	defer n.t.enter()()
+	p := n.path()
+	fd, err := n.t.root.open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NOCTTY)
+	if err != nil {
+		return nil, n.t.errno("read", p, err)
+	}
+	defer unix.Close(fd)
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return nil, n.t.errno("read/stat", p, err)
+	}
+	if !n.same(&st) {
+		n.t.log.Warn("roview: a file was read after the view moved to a snapshot where it differs", "path", p)
+		return nil, syscall.ESTALE
+	}
+	k, err := unix.Pread(fd, dest, off)
+	if err != nil {
+		return nil, n.t.errno("read", p, err)
+	}
+	if off == 0 {
+		n.t.prune.Touch(n)
+	}
+	return fuse.ReadResultData(dest[:k]), 0
+}
+
 func (n *roNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	defer n.t.enter()()
+	if n.t.noOpen {
+		return nil, 0, viewOpen(flags)
+	}
 	if openForWrite(flags) {
 		return nil, 0, syscall.EROFS
 	}
@@ -198,6 +266,16 @@ func (n *roNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32,
 	// mount and reads the backing file's own. NOFLUSH: nothing to flush on
 	// a read-only file, and a FLUSH is a round trip on every close(2).
 	return &roFile{fd: fd, t: n.t, rel: n.path(), node: n}, fileOpenFlags, 0
+}
+
+// Flush: nothing is ever written through a view. Where files are opened
+// without OPEN (tree.noOpen) there is no handle to say FOPEN_NOFLUSH on,
+// so ENOSYS tells the kernel to stop sending FLUSH on every close(2).
+func (n *roNode) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	if n.t.noOpen {
+		return syscall.ENOSYS
+	}
+	return 0
 }
 
 func (n *roNode) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {

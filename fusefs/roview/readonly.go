@@ -77,6 +77,17 @@ func openForWrite(flags uint32) bool {
 	return flags&writeFlags != 0
 }
 
+// viewOpen answers an OPEN on a mount whose files are opened without one
+// (tree.noOpen): EROFS for writing, which keeps the kernel asking (the
+// mount is MS_RDONLY anyway), and ENOSYS for reading, after which it
+// never asks again.
+func viewOpen(flags uint32) syscall.Errno {
+	if openForWrite(flags) {
+		return syscall.EROFS
+	}
+	return syscall.ENOSYS
+}
+
 // access answers access(2) for a node with the given attributes: writing
 // is EROFS, reading and searching follow the mode bits as the kernel would.
 func access(ctx context.Context, mask uint32, mode, uid, gid uint32) syscall.Errno {

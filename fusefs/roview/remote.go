@@ -22,7 +22,7 @@ import (
 // Defaults of RemoteOptions.
 const (
 	// DefaultIdle is how long the view must see no request and no open
-	// handle before it moves to a newer snapshot.
+	// directory before it moves to a newer snapshot.
 	DefaultIdle = 30 * time.Second
 	// DefaultPoll is how often the view looks for a newer snapshot.
 	DefaultPoll = 5 * time.Second
@@ -40,9 +40,15 @@ type RemoteOptions struct {
 	// StateDir, if set, keeps manifests the view computed itself, so a
 	// restart does not hash again. Nothing is ever written into a snapshot.
 	StateDir string
-	// Idle is how long the view must be unused (no request, no open file
-	// or directory) before it switches to a newer snapshot; 0 means
-	// DefaultIdle. A pull in progress thus keeps the snapshot it started on.
+	// Idle is how long the view must be unused (no request, no open
+	// directory) before it switches to a newer snapshot; 0 means
+	// DefaultIdle. A pull in progress thus keeps the snapshot it started
+	// on. Files are opened in the kernel alone (tree.noOpen), so an open
+	// file does not count: a reader that pauses for Idle in the middle of
+	// a file that then changes gets ESTALE for the rest (roNode.Read), or,
+	// if it stats the file again first, the new file; a pull's
+	// verification against SHA256SUMS fails either way, and the last good
+	// copy stays.
 	Idle time.Duration
 	// Poll is how often to look for a newer snapshot; 0 means DefaultPoll,
 	// negative disables polling (call Refresh).
@@ -168,10 +174,10 @@ func NewRemoteView(opts RemoteOptions) (*RemoteView, error) {
 		done:  make(chan struct{}),
 	}
 	v.resumed = sync.NewCond(&v.mu)
-	v.idle = &tree{root: v.snaps, act: v, log: log}
+	v.idle = &tree{root: v.snaps, act: v, log: log, noOpen: true}
 	v.root = &remoteRoot{v: v}
 	v.prune = prune.New(opts.MaxFileInodes, v.root.NotifyPrune, log.With("view", "remote"))
-	v.tree = &tree{root: v.snaps, act: v, prune: v.prune, log: log}
+	v.tree = &tree{root: v.snaps, act: v, prune: v.prune, log: log, noOpen: true}
 	v.last = opts.Now()
 	// The first snapshot needs no idle wait: nobody can be pulling yet.
 	if _, err := v.Refresh(); err != nil {

@@ -95,14 +95,13 @@ func (n *genFile) Access(ctx context.Context, mask uint32) syscall.Errno {
 	return access(ctx, mask, syscall.S_IFREG|0o444, 0, 0)
 }
 
+// Open and Flush: like every file of the remote view (tree.noOpen), a
+// generated file is opened and closed in the kernel alone.
 func (n *genFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	defer n.t.enter()()
-	if openForWrite(flags) {
-		return nil, 0, syscall.EROFS
-	}
-	n.t.opened()
-	return &genHandle{t: n.t}, fileOpenFlags, 0
+	return nil, 0, viewOpen(flags)
 }
+
+func (n *genFile) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno { return syscall.ENOSYS }
 
 func (n *genFile) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	defer n.t.enter()()
@@ -111,16 +110,6 @@ func (n *genFile) Read(ctx context.Context, f fs.FileHandle, dest []byte, off in
 	}
 	end := min(off+int64(len(dest)), int64(len(n.data)))
 	return fuse.ReadResultData(n.data[off:end]), 0
-}
-
-// genHandle only counts the open for the remote view's pinning.
-type genHandle struct {
-	t *tree
-}
-
-func (h *genHandle) Release(ctx context.Context) syscall.Errno {
-	h.t.released()
-	return 0
 }
 
 // listDir is a directory handle over a fixed, sorted listing whose
