@@ -174,7 +174,7 @@ func NewRemoteView(opts RemoteOptions) (*RemoteView, error) {
 		done:  make(chan struct{}),
 	}
 	v.resumed = sync.NewCond(&v.mu)
-	v.idle = &tree{root: v.snaps, act: v, log: log, noOpen: true}
+	v.idle = &tree{root: v.snaps, act: v, log: log}
 	v.root = &remoteRoot{v: v}
 	v.prune = prune.New(opts.MaxFileInodes, v.root.NotifyPrune, log.With("view", "remote"))
 	v.tree = &tree{root: v.snaps, act: v, prune: v.prune, log: log, noOpen: true}
