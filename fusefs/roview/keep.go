@@ -78,6 +78,7 @@ func (v *RemoteView) keepDir(dir *fs.Inode, old, new string, gone bool, res *kee
 		switch {
 		case gone || err != nil || st.Mode&syscall.S_IFMT != c.StableAttr().Mode:
 			v.stale(c)
+			n.drop()
 			if !gone {
 				res.drop = append(res.drop, dropped{dir, name})
 			}
@@ -88,6 +89,7 @@ func (v *RemoteView) keepDir(dir *fs.Inode, old, new string, gone bool, res *kee
 			res.kept++
 		case !isDir:
 			v.stale(c)
+			n.drop()
 			res.drop = append(res.drop, dropped{dir, name})
 		default:
 			if !v.sameDir(old+"/"+n.rel, new+"/"+n.rel, &st) {

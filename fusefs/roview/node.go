@@ -106,7 +106,7 @@ func (t *tree) newChild(ctx context.Context, parent *fs.Inode, rel string, st *s
 	out.SetEntryTimeout(entryTimeout)
 	out.SetAttrTimeout(immutableTimeout)
 	if c := parent.GetChild(path.Base(rel)); c != nil {
-		if n, ok := c.Operations().(*roNode); ok && n.t == t && n.rel == rel && n.same(st) && c.StableAttr().Mode == st.Mode&syscall.S_IFMT {
+		if n, ok := c.Operations().(*roNode); ok && n.t == t && n.rel == rel && n.reusable(st) && c.StableAttr().Mode == st.Mode&syscall.S_IFMT {
 			t.prune.Track(n)
 			return c
 		}
@@ -137,9 +137,10 @@ type roNode struct {
 	pe  prune.Entry
 	// the backing entry the kernel was told about; a switch that keeps
 	// the node moves it to the new snapshot's entry (keep.go), and so
-	// does the first GETATTR of a node a switch made stale (Getattr)
+	// does the first GETATTR of a node a switch dropped (Getattr)
 	idMu     sync.Mutex
 	dev, ino uint64
+	dropped  bool // by a switch: its entry goes, and a lookup makes a new node
 }
 
 // same reports whether st is the backing entry the node stands for.
@@ -147,6 +148,22 @@ func (n *roNode) same(st *syscall.Stat_t) bool {
 	n.idMu.Lock()
 	defer n.idMu.Unlock()
 	return n.dev == st.Dev && n.ino == st.Ino
+}
+
+// reusable reports whether a lookup that found st may answer with this
+// node: it stands for st, and no switch dropped it (a dropped node that
+// Getattr moved to the new file keeps the old snapshot's inode number).
+func (n *roNode) reusable(st *syscall.Stat_t) bool {
+	n.idMu.Lock()
+	defer n.idMu.Unlock()
+	return !n.dropped && n.dev == st.Dev && n.ino == st.Ino
+}
+
+// drop marks the node as one a switch dropped (keep.go).
+func (n *roNode) drop() {
+	n.idMu.Lock()
+	n.dropped = true
+	n.idMu.Unlock()
 }
 
 // become makes the node stand for the backing entry st.
