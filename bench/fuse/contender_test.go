@@ -223,7 +223,7 @@ func TestContenderLoopback(t *testing.T) {
 func requireFUSE(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("SKIP: needs root to mount FUSE filesystems and drop caches")
+		t.Skip("SKIP: needs root to mount FUSE filesystems")
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("SKIP: no /dev/fuse: %v", err)

@@ -62,7 +62,7 @@ type results struct {
 // the report. Mounts are always unmounted before it returns.
 func run(ctx context.Context, cfg config, out io.Writer, log *slog.Logger) (err error) {
 	if os.Geteuid() != 0 {
-		return errors.New("must run as root: it mounts filesystems and drops the page cache")
+		return errors.New("must run as root: it mounts filesystems and drops cached pages")
 	}
 	if err := checkTools(cfg); err != nil {
 		return err
@@ -238,8 +238,8 @@ func runOne(ctx context.Context, w *workload, c *contender, round int, log *slog
 			return sample{}, err
 		}
 	}
-	if w.dropCaches {
-		if err := dropCaches(); err != nil {
+	if w.cold != nil {
+		if err := dropCaches(w.cold(c)); err != nil {
 			return sample{}, err
 		}
 	}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // workload is one timed command, run on every contender every round.
@@ -29,10 +31,10 @@ type workload struct {
 	roundSetup func(ctx context.Context) error
 	// prepare runs untimed before each timed command.
 	prepare func(ctx context.Context, c *contender) error
-	// dropCaches: empty the page cache after prepare (cold reads, and a
-	// clean start for the write).
-	dropCaches bool
-	argv       func(c *contender) []string
+	// cold names the files whose cached pages are dropped after prepare,
+	// so that the command reads them from the disk.
+	cold func(c *contender) []string
+	argv func(c *contender) []string
 	// verify checks the command really did its work, so a broken mount
 	// cannot win by doing nothing.
 	verify func(c *contender, res execResult) error
@@ -60,7 +62,6 @@ func buildWorkloads(cfg config, src *sourceTree) []*workload {
 			prepare: func(ctx context.Context, c *contender) error {
 				return removeIfExists(filepath.Join(c.work, seqFile))
 			},
-			dropCaches: true,
 			argv: func(c *contender) []string {
 				return []string{"dd", "if=/dev/zero", "of=" + filepath.Join(c.work, seqFile), "bs=1M",
 					"count=" + strconv.Itoa(cfg.seqMiB), "conv=fsync"}
@@ -79,9 +80,11 @@ func buildWorkloads(cfg config, src *sourceTree) []*workload {
 			},
 		},
 		wlSeqRead: {
-			name:       wlSeqRead,
-			label:      "seq read " + sizeLabel + " cold",
-			dropCaches: true,
+			name:  wlSeqRead,
+			label: "seq read " + sizeLabel + " cold",
+			cold: func(c *contender) []string {
+				return []string{filepath.Join(c.work, seqFile), filepath.Join(c.backingWork, seqFile)}
+			},
 			argv: func(c *contender) []string {
 				return []string{"dd", "if=" + filepath.Join(c.work, seqFile), "of=/dev/null", "bs=1M"}
 			},
@@ -277,11 +280,24 @@ func execTimed(ctx context.Context, argv []string) (execResult, error) {
 	return res, nil
 }
 
-// dropCaches flushes dirty data and empties the page, dentry and inode caches.
-func dropCaches() error {
+// dropCaches flushes dirty data and drops the cached pages of files, for
+// a mount both its own and those of the backing file (read through
+// passthrough). Only those: dropping every cache of the machine
+// (/proc/sys/vm/drop_caches) would also make the kernel forget the files
+// and pages of every other FUSE mount, those of tests running beside this
+// one included.
+func dropCaches(files []string) error {
 	syscall.Sync()
-	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0); err != nil {
-		return fmt.Errorf("drop caches: %w", err)
+	for _, p := range files {
+		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("drop cached pages: %w", &os.PathError{Op: "open", Path: p, Err: err})
+		}
+		err = unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("drop cached pages: %w", &os.PathError{Op: "fadvise", Path: p, Err: err})
+		}
 	}
 	return nil
 }

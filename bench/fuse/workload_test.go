@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestDdBytesAndDuKiB(t *testing.T) {
@@ -101,7 +105,6 @@ func TestWriteSmallFiles(t *testing.T) {
 // TestWorkloadsNative runs every workload for real on a native directory,
 // then damages what each left behind and checks its verify catches it.
 func TestWorkloadsNative(t *testing.T) {
-	requireFUSE(t) // root: the sequential workloads drop the page cache
 	ctx := context.Background()
 	cfg, err := parseFlags([]string{"-seq-mib", "2"}, io.Discard)
 	if err != nil {
@@ -162,8 +165,8 @@ func TestWorkloadsNative(t *testing.T) {
 	if err := byName[wlSeqWrite].verify(c, execResult{}); err == nil {
 		t.Error("missing sequential file passed")
 	}
-	if _, err := runOne(ctx, byName[wlSeqRead], c, 0, testLogger()); err == nil || !strings.Contains(err.Error(), "dd if=") {
-		t.Errorf("reading a missing file: %v", err)
+	if _, err := runOne(ctx, byName[wlSeqRead], c, 0, testLogger()); err == nil || !strings.Contains(err.Error(), seq) {
+		t.Errorf("reading a missing file: %v, want an error naming %s", err, seq)
 	}
 	find := results[wlFind]
 	find.lines--
@@ -226,5 +229,51 @@ func TestMoveAside(t *testing.T) {
 	}
 	if err := moveAside(bad, cpDir); err == nil {
 		t.Error("a file in the way of .old was not reported")
+	}
+}
+
+// TestDropCaches: the pages of the files named are no longer cached
+// afterwards (mincore), and a file that is not there is named.
+func TestDropCaches(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, bytes.Repeat([]byte("x"), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.ReadFile(p); err != nil {
+		t.Fatal(err)
+	}
+	resident := func() int {
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		m, err := unix.Mmap(int(f.Fd()), 0, 1<<20, unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Munmap(m)
+		vec := make([]byte, (1<<20+os.Getpagesize()-1)/os.Getpagesize())
+		if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+			t.Fatal("mincore:", e)
+		}
+		n := 0
+		for _, v := range vec {
+			n += int(v & 1)
+		}
+		return n
+	}
+	if n := resident(); n == 0 {
+		t.Skip("SKIP: the file's pages were not cached after reading it")
+	}
+	if err := dropCaches([]string{p}); err != nil {
+		t.Fatal(err)
+	}
+	if n := resident(); n != 0 {
+		t.Errorf("%d pages of %s still cached after dropCaches", n, p)
+	}
+	missing := filepath.Join(t.TempDir(), "gone")
+	if err := dropCaches([]string{missing}); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Errorf("dropCaches of a missing file: %v, want an error naming %s", err, missing)
 	}
 }
