@@ -212,9 +212,7 @@ func (n *roNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut
 	// snapshot's file until then: the kernel asks for its attributes
 	// before anyone opens it again, and reads (Read) follow from now on.
 	// Pages the kernel held were dropped with the attributes.
-	if !n.same(&st) {
-		n.become(&st)
-	}
+	n.become(&st)
 	out.FromStat(&st)
 	out.SetTimeout(immutableTimeout)
 	return 0

@@ -4,11 +4,12 @@ package prunetest
 
 import "testing"
 
-// CheckWalks calls walk, which looks up each of a tree's files regular
-// files, three times and checks after each that count reports exactly
-// files: more is a file counted twice. Fewer means the kernel forgot some on its own (memory pressure
-// from the rest of the suite); the walk, which looks them up again, is
-// then repeated, a few times at most.
+// CheckWalks calls walk, which looks up every regular file of a tree
+// (files is how many it has), until three walks have left count at
+// exactly files. A count above files fails at once: a file counted
+// twice. A count below means the kernel forgot some files on its own
+// (memory pressure, or caches dropped elsewhere on the machine); the next
+// walk looks them up again, and a sixth such short count fails.
 func CheckWalks(t *testing.T, walk func(), count func() int64, files int64) {
 	t.Helper()
 	for walks, short := 0, 0; walks < 3; {
